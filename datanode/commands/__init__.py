@@ -1,0 +1,37 @@
+"""All commands of the data node, gathered into one lookup table."""
+
+from . import (
+    connection,
+    hashes,
+    introspection,
+    keys,
+    lists,
+    persistence,
+    server,
+    sets,
+    strings,
+    transactions,
+    zsets,
+)
+from .table import CommandSpec, build_table
+
+GROUPS = [
+    m.group
+    for m in (
+        connection,
+        server,
+        introspection,
+        transactions,
+        strings,
+        keys,
+        hashes,
+        lists,
+        sets,
+        zsets,
+        persistence,
+    )
+]
+
+TABLE: dict[bytes, CommandSpec] = build_table(GROUPS)
+
+__all__ = ["TABLE", "CommandSpec"]

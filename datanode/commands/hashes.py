@@ -1,0 +1,5 @@
+"""(being written)"""
+
+from .table import CommandGroup
+
+group = CommandGroup()

@@ -1,0 +1,5 @@
+import sys
+
+from slotkeeper.cli import main
+
+sys.exit(main())
