@@ -190,9 +190,12 @@ class Connection(asyncio.Protocol):
         if spec is None:
             spec = table.get(name.lower()) if type(name) is bytes else None
             if spec is None:
+                if any(type(a) is not bytes for a in argv):
+                    self._protocol_error("expected '$' bulk strings as arguments")
+                    return b""
                 if self.multi is not None:
                     self.multi_failed = True
-                return resp.error(unknown_command([a if type(a) is bytes else b"?" for a in argv]))
+                return resp.error(unknown_command(argv))
         arity = spec.arity
         if (len(argv) != arity) if arity > 0 else (len(argv) < -arity):
             if self.multi is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hiredis
 
 INLINE_MAX = 64 * 1024
-_HEAD_KEEP = 64 * 1024
+_HEAD_KEEP = 64 * 1024  # bytes of a read whose request headers are checked
 
 
 class ProtocolError(Exception):
@@ -20,11 +20,20 @@ class ProtocolError(Exception):
 
 
 class RequestParser:
+    """Incremental request parser for one connection.
+
+    hiredis consumes partial requests into its own state, so whether a read starts
+    at a request boundary is only known for sure at the start of the connection and
+    after an inline command. A read that starts with another byte than ``*`` where
+    the boundary is not known goes to hiredis; if hiredis rejects its very first
+    byte as a type byte, the read was at a boundary after all and is parsed inline.
+    """
+
     __slots__ = (
         "_reader",
         "_inline",
+        "_at_boundary",
         "_pending",
-        "_head",
         "max_bulk",
         "max_multibulk",
         "max_query",
@@ -33,8 +42,8 @@ class RequestParser:
     def __init__(self, max_bulk: int, max_multibulk: int, max_query: int) -> None:
         self._reader = hiredis.Reader()
         self._inline: bytes | None = None  # partial inline line
-        self._pending = 0  # bytes of the incomplete multibulk request
-        self._head: bytearray | None = None  # its first bytes, for header checks
+        self._at_boundary = True  # known to be between requests
+        self._pending = 0  # bytes read since the last read that completed a request
         self.max_bulk = max_bulk
         self.max_multibulk = max_multibulk
         self.max_query = max_query
@@ -42,19 +51,24 @@ class RequestParser:
     def feed(self, data: bytes) -> list[list[bytes]]:
         """Parse ``data`` and return the complete requests in it."""
         cmds: list[list[bytes]] = []
-        reader = self._reader
-        at_boundary = not reader.has_data()
-        if self._inline is not None or (at_boundary and data[:1] != b"*"):
+        if self._inline is not None or (self._at_boundary and data[:1] != b"*"):
             data = self._feed_inline(data, cmds)
             if not data:
                 return cmds
-            at_boundary = True
+        if self._at_boundary:
+            check_headers(data[:_HEAD_KEEP], self.max_bulk, self.max_multibulk)
+        reader = self._reader
         reader.feed(data)
         gets = reader.gets
         while True:
             try:
                 item = gets()
             except hiredis.ProtocolError as exc:
+                if not cmds and "as reply type byte" in str(exc) and data[:1] != b"*":
+                    # The read began a new request after all: an inline one.
+                    self._reader = hiredis.Reader()
+                    self._at_boundary = True
+                    return cmds + self.feed(data)
                 raise ProtocolError(str(exc)) from None
             if item is False:
                 break
@@ -63,29 +77,20 @@ class RequestParser:
                     cmds.append(item)
             elif item is not None:
                 raise ProtocolError(f"expected '*', got a {type(item).__name__} value")
-        if reader.has_data():
-            self._track_incomplete(data, at_boundary and not cmds)
-        else:
+        self._at_boundary = False
+        if cmds:
             self._pending = 0
-            self._head = None
+        else:
+            self._pending += len(data)
+            if self._pending > self.max_query:
+                raise ProtocolError("request exceeds the client query buffer limit")
         return cmds
-
-    # ------------------------------------------------------------------ limits
-    def _track_incomplete(self, data: bytes, starts_request: bool) -> None:
-        if starts_request and self._pending == 0:
-            self._head = bytearray(data[:_HEAD_KEEP])
-        elif self._head is not None and len(self._head) < _HEAD_KEEP:
-            self._head += data[: _HEAD_KEEP - len(self._head)]
-        self._pending += len(data)
-        if self._pending > self.max_query:
-            raise ProtocolError("request exceeds the client query buffer limit")
-        if self._head is not None:
-            check_headers(bytes(self._head), self.max_bulk, self.max_multibulk)
 
     def _feed_inline(self, data: bytes, cmds: list[list[bytes]]) -> bytes:
         if self._inline:
             data = self._inline + data
         self._inline = None
+        self._at_boundary = True
         pos = 0
         n = len(data)
         while pos < n:

@@ -7,7 +7,10 @@ File layout (all integers little-endian)::
            15  version      u16 (FORMAT_VERSION)
            17  created      u64 unix ms when the snapshot was taken
            25  key count    u64 entries that follow
-           33  entries      datanode.codec entry stream (key, value, TTL as absolute ms)
+           33  meta length  u32
+           37  meta         JSON object (UTF-8): facts the node stores with the data,
+                            e.g. replication id and offset; ``{}`` when none
+               entries      datanode.codec entry stream (key, value, TTL as absolute ms)
                end marker   0xFF
                checksum     u32 zlib.crc32 of every byte before it (header included)
 
@@ -29,6 +32,7 @@ import contextlib
 import ctypes
 import errno
 import gc
+import json
 import logging
 import os
 import re
@@ -37,26 +41,38 @@ import struct
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clusterstate.slots import key_slot
 
-from .codec import CodecError, EntryDecoder, encode_stream
+from .codec import CodecError, EntryDecoder, StreamTruncated, encode_dicts
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"SLOTKEEPER-SNAP"
 FORMAT_VERSION = 1
-_HEADER = struct.Struct("<15sHQQ")
-HEADER_SIZE = _HEADER.size  # 33
+_HEADER = struct.Struct("<15sHQQI")
+HEADER_SIZE = _HEADER.size  # 37
 _CRC = struct.Struct("<I")
 CHUNK = 1 << 20
 
 
 class SnapshotError(Exception):
     """A snapshot cannot be read or written (the message names the file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """What loading a snapshot found."""
+
+    path: Path
+    created_ms: int  # when the snapshot was taken (unix ms)
+    keys: int  # entries in the file
+    loaded: int  # entries loaded (the others had expired)
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -79,59 +95,44 @@ def _unlink(path: Path) -> None:
         os.unlink(path)
 
 
-def _live_items(ks: Any, now: int) -> tuple[int, Iterator[tuple[bytes, Any, int | None]]]:
-    """``(count, items)`` of the keys live at ``now``: the count is exact for the items.
-
-    Iterates the slot dicts directly: callers guarantee nothing changes meanwhile
-    (a synchronous save, or a forked child that owns its copy).
-    """
+def _live_count(ks: Any, now: int) -> int:
+    """Exact number of keys live at ``now`` (what :func:`encode_dicts` will write)."""
     slots = ks.slots
-    exp = ks.expires
     total = 0
     for d in slots:
         total += len(d)
-    expired = 0
-    if exp:
-        for key, at in exp.items():
-            if at <= now and key in slots[key_slot(key)]:
-                expired += 1
-
-    def items() -> Iterator[tuple[bytes, Any, int | None]]:
-        if not exp:
-            for d in slots:
-                if d:
-                    for key, value in d.items():
-                        yield key, value, None
-            return
-        get = exp.get
-        for d in slots:
-            if d:
-                for key, value in d.items():
-                    at = get(key)
-                    if at is not None and at <= now:
-                        continue
-                    yield key, value, at
-
-    return total - expired, items()
+    for key, at in ks.expires.items():
+        if at <= now and key in slots[key_slot(key)]:
+            total -= 1
+    return total
 
 
-def write_snapshot(ks: Any, path: Path, tmp: Path, now: int) -> tuple[int, int]:
-    """Write the keys of ``ks`` live at ``now`` to ``path`` via ``tmp``; ``(keys, bytes)``.
+def write_snapshot(
+    ks: Any, path: Path, tmp: Path, now: int, meta: dict[str, Any] | None = None
+) -> tuple[int, int]:
+    """Write the keys of ``ks`` live at ``now`` (and ``meta``) to ``path`` via ``tmp``.
 
+    Returns ``(keys, bytes)``.
     The temp file is removed on any failure; ``path`` is untouched unless the new
     file is complete and synced.
     """
-    count, items = _live_items(ks, now)
+    # Nothing changes while this runs: a synchronous save, or a forked child that
+    # owns its copy of the keyspace; so the slot dicts are iterated directly.
+    count = _live_count(ks, now)
+    meta_bytes = json.dumps(meta or {}, separators=(",", ":")).encode()
+    tally = [0]
     try:
         with open(tmp, "wb") as f:
-            header = _HEADER.pack(MAGIC, FORMAT_VERSION, now, count)
+            header = _HEADER.pack(MAGIC, FORMAT_VERSION, now, count, len(meta_bytes)) + meta_bytes
             f.write(header)
             crc = zlib.crc32(header)
             size = len(header)
-            for chunk in encode_stream(items, CHUNK):
+            for chunk in encode_dicts(ks.slots, ks.expires, now, CHUNK, tally=tally):
                 crc = zlib.crc32(chunk, crc)
                 f.write(chunk)
                 size += len(chunk)
+            if tally[0] != count:
+                raise SnapshotError(f"wrote {tally[0]} keys but counted {count}: keyspace changed")
             f.write(_CRC.pack(crc))
             size += _CRC.size
             f.flush()
@@ -144,8 +145,8 @@ def write_snapshot(ks: Any, path: Path, tmp: Path, now: int) -> tuple[int, int]:
     return count, size
 
 
-def read_snapshot(path: Path, ks: Any, now: int) -> tuple[int, int]:
-    """Load ``path`` into ``ks``, skipping keys expired at ``now``; ``(loaded, in_file)``.
+def read_snapshot(path: Path, ks: Any, now: int) -> SnapshotInfo:
+    """Load ``path`` into ``ks``, skipping keys expired at ``now``.
 
     Raises :class:`SnapshotError` (naming the file) if it is truncated, corrupt or of
     another version; ``FileNotFoundError`` if it does not exist.
@@ -162,19 +163,21 @@ def read_snapshot(path: Path, ks: Any, now: int) -> tuple[int, int]:
             if not MAGIC.startswith(header[: len(MAGIC)]):
                 raise fail("not a slotkeeper snapshot (bad magic)")
             raise fail(f"truncated: {size} bytes, shorter than the {HEADER_SIZE}-byte header")
-        magic, version, created, count = _HEADER.unpack(header)
+        magic, version, created, count, meta_len = _HEADER.unpack(header)
         if magic != MAGIC:
             raise fail("not a slotkeeper snapshot (bad magic)")
         if version != FORMAT_VERSION:
             raise fail(
                 f"unsupported format version {version} (this build reads version {FORMAT_VERSION})"
             )
-        if size < HEADER_SIZE + 1 + _CRC.size:
-            raise fail(f"truncated: {size} bytes, no end marker and checksum")
+        start = HEADER_SIZE + meta_len  # first entry
+        if size < start + 1 + _CRC.size:
+            raise fail(f"truncated: {size} bytes, no room for the end marker and checksum")
+        meta_bytes = f.read(meta_len)
         body_end = size - _CRC.size  # the checksum covers [0, body_end)
-        crc = zlib.crc32(header)
-        dec = EntryDecoder(offset=HEADER_SIZE, limit=body_end)
-        remaining = body_end - HEADER_SIZE
+        crc = zlib.crc32(meta_bytes, zlib.crc32(header))
+        dec = EntryDecoder(offset=start, limit=body_end)
+        remaining = body_end - start
         ks_set = ks.set
         set_expire = ks.set_expire
         loaded = 0
@@ -196,6 +199,10 @@ def read_snapshot(path: Path, ks: Any, now: int) -> tuple[int, int]:
                     else:
                         ks_set(key, value)
                     loaded += 1
+        except StreamTruncated as exc:
+            raise fail(
+                f"truncated (or a corrupt length) at offset {exc.offset}: {exc.reason}"
+            ) from None
         except CodecError as exc:
             raise fail(f"corrupt data at offset {exc.offset}: {exc.reason}") from None
         if not dec.done:
@@ -212,7 +219,13 @@ def read_snapshot(path: Path, ks: Any, now: int) -> tuple[int, int]:
             )
         if dec.count != count:
             raise fail(f"header announces {count} keys but the file holds {dec.count}")
-    return loaded, count
+    try:
+        meta = json.loads(meta_bytes) if meta_bytes else {}
+    except ValueError as exc:
+        raise fail(f"bad metadata: {exc}") from None
+    if not isinstance(meta, dict):
+        raise fail("bad metadata: not a JSON object")
+    return SnapshotInfo(path, created, count, loaded, meta)
 
 
 # --------------------------------------------------------------------------- child setup
@@ -270,6 +283,10 @@ class Snapshotter:
         self.last_bytes = 0
         self.last_duration = -1.0  # seconds of the last BGSAVE (-1: none yet)
         self.last_fork_ms = 0.0  # parent's time in fork() for the last BGSAVE
+        # Facts stored with the data (e.g. replication id and offset): set by the node,
+        # called when a snapshot starts; ``meta`` holds what the loaded snapshot had.
+        self.meta_source: Callable[[], dict[str, Any]] | None = None
+        self.meta: dict[str, Any] = {}
         self.child_pid: int | None = None
         self._child_started = 0.0
         self._dirty_at_fork = 0
@@ -286,7 +303,7 @@ class Snapshotter:
         ks = node.ks
         started = time.monotonic()
         try:
-            loaded, in_file = read_snapshot(self.path, ks, ks.clock())
+            info = read_snapshot(self.path, ks, ks.clock())
         except FileNotFoundError:
             log.info("no snapshot at %s: starting empty", self.path)
             return None
@@ -297,14 +314,15 @@ class Snapshotter:
             ks.flush()
             raise SnapshotError(f"cannot read snapshot {self.path}: {exc}") from exc
         node.dirty = 0
+        self.meta = info.meta
         log.info(
             "snapshot %s loaded: %d keys (%d expired skipped) in %.2fs",
             self.path,
-            loaded,
-            in_file - loaded,
+            info.loaded,
+            info.keys - info.loaded,
             time.monotonic() - started,
         )
-        return loaded
+        return info.loaded
 
     def _remove_stale_temps(self) -> None:
         pattern = re.compile(re.escape(self.path.name) + r"\.tmp-\d+$")
@@ -327,7 +345,8 @@ class Snapshotter:
         started = time.monotonic()
         tmp = _tmp_path(self.path, os.getpid())
         try:
-            keys, size = write_snapshot(node.ks, self.path, tmp, node.ks.clock())
+            meta = self.meta_source() if self.meta_source is not None else None
+            keys, size = write_snapshot(node.ks, self.path, tmp, node.ks.clock(), meta)
         except Exception as exc:
             self.last_status = "err"
             log.error("snapshot to %s failed: %s", self.path, exc)
@@ -359,6 +378,7 @@ class Snapshotter:
         self.scheduled = False
         now = node.ks.clock()
         dirty = node.dirty
+        meta = self.meta_source() if self.meta_source is not None else None
         rfd, wfd = os.pipe()
         parent = os.getpid()
         # Objects alive now go to the permanent generation: the parent's collector
@@ -375,7 +395,7 @@ class Snapshotter:
             log.error("background snapshot not started: fork failed: %s", exc)
             return False
         if pid == 0:  # ---- child: never returns
-            self._child_main(parent, rfd, wfd, now)
+            self._child_main(parent, rfd, wfd, now, meta)
         self.last_fork_ms = (time.perf_counter() - t0) * 1000.0
         os.close(wfd)
         os.set_blocking(rfd, False)
@@ -389,13 +409,15 @@ class Snapshotter:
         )
         return True
 
-    def _child_main(self, parent: int, rfd: int, wfd: int, now: int) -> None:
+    def _child_main(
+        self, parent: int, rfd: int, wfd: int, now: int, meta: dict[str, Any] | None
+    ) -> None:
         code = 1
         try:
             os.close(rfd)
             _child_setup(parent, (wfd,))
             tmp = _tmp_path(self.path, os.getpid())
-            keys, size = write_snapshot(self.node.ks, self.path, tmp, now)
+            keys, size = write_snapshot(self.node.ks, self.path, tmp, now, meta)
             os.write(wfd, b"ok %d %d" % (keys, size))
             code = 0
         except BaseException as exc:  # noqa: BLE001 - reported to the parent

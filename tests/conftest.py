@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -66,3 +67,29 @@ def consul(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulAgent]:
         yield agent
     finally:
         agent.stop()
+
+
+# --------------------------------------------------------------------------- data nodes
+
+from tests.datanode_fixtures import DataNodeProcess, start_datanode  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def datanode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataNodeProcess]:
+    """One data node shared by a test module (flush it in the tests that need it empty)."""
+    node = start_datanode(tmp_path_factory.mktemp("datanode") / "data")
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def r(datanode: DataNodeProcess) -> Iterator[Any]:
+    """A RESP2 redis-py client on the shared node, which starts empty."""
+    client = datanode.client()
+    client.flushall()
+    try:
+        yield client
+    finally:
+        client.close()
