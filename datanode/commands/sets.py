@@ -276,10 +276,8 @@ def _gather(c: Connection, keys: list[bytes], write: bool) -> list[set[bytes] | 
 def _inter(sets: list[set[bytes] | None]) -> set[bytes]:
     if any(s is None for s in sets):
         return set()
-    ordered = sorted(sets, key=len)  # type: ignore[arg-type]
-    first = ordered[0]
-    assert first is not None
-    return first.intersection(*ordered[1:])  # a copy even for one set
+    ordered: list[set[bytes]] = sorted(sets, key=len)  # type: ignore[arg-type]
+    return ordered[0].intersection(*ordered[1:])  # a copy even for one set
 
 
 def _union(sets: list[set[bytes] | None]) -> set[bytes]:

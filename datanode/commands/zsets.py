@@ -757,10 +757,10 @@ def zscan(c: Connection, argv: list[bytes]) -> bytes:
     next_cursor, candidates = scan_collection(scores, cursor, count)
     get = scores.get
     for m in candidates:
-        s = get(m)
-        if s is None or (match is not None and not match(m)):
+        score = get(m)
+        if score is None or (match is not None and not match(m)):
             continue
-        t = _fmt(s)
+        t = _fmt(score)
         ap(b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(m), m, len(t), t))
     return scan_reply(next_cursor, out, 2 * len(out))
 
