@@ -17,11 +17,13 @@ type   value   body
                fields back to back, then the n values back to back
 =====  ======  ==============================================================
 
-Lengths are packed with one ``struct`` call per value and elements joined with
-one ``b"".join``, so the per-element cost stays in C as much as Python allows.
+Lengths are packed with one ``struct`` call per value (``array`` from 32k elements
+on) and elements joined with one ``b"".join``, so the per-element cost stays in C
+as much as Python allows.
 
-Entry stream (``encode_entry`` / ``encode_stream`` / :class:`EntryDecoder`), a
-sequence of records, each starting with an op byte:
+Entry stream (``encode_entry``, ``encode_stream``, ``encode_dicts`` for whole slot
+dicts; :class:`EntryDecoder` decodes it incrementally), a sequence of records,
+each starting with an op byte:
 
 * ``0x01`` entry: ``<BIQB`` op, key length u32, body length u64, value type;
   then the key, then the value body.
@@ -254,39 +256,48 @@ def encode_dicts(
     get = expires.get if expires else None
     parts: list[bytes] = []
     extend = parts.extend
-    size = 0
+    size = 0  # bytes of values in parts (headers and keys are estimated from len(parts))
     n = 0
     at = None
     for d in dicts:
         if not d:
             continue
+        n += len(d)
         for key, value in d.items():
             if get is not None:
                 at = get(key)
                 if at is not None and at <= now:
+                    n -= 1
                     continue
-            if type(value) is bytes:
-                t, body = T_STRING, value
+            if type(value) is bytes and len(value) < chunk_size:  # the common case
+                if at is None:
+                    extend((pack(OP_ENTRY, len(key), len(value), T_STRING), key, value))
+                else:
+                    extend((pack_ttl(OP_ENTRY_TTL, len(key), len(value), T_STRING, at), key, value))
+                size += len(value)
             else:
-                t, body = encode_body(value)
-            if at is None:
-                head = pack(OP_ENTRY, len(key), len(body), t)
-            else:
-                head = pack_ttl(OP_ENTRY_TTL, len(key), len(body), t, at)
-            n += 1
-            if len(body) >= chunk_size:
-                extend((head, key))
-                yield b"".join(parts)
-                parts.clear()
-                size = 0
-                yield body
-                continue
-            extend((head, key, body))
-            size += len(key) + len(body) + 22
+                t, body = (T_STRING, value) if type(value) is bytes else encode_body(value)
+                if at is None:
+                    head = pack(OP_ENTRY, len(key), len(body), t)
+                else:
+                    head = pack_ttl(OP_ENTRY_TTL, len(key), len(body), t, at)
+                if len(body) >= chunk_size:
+                    extend((head, key))
+                    yield b"".join(parts)
+                    parts.clear()
+                    size = 0
+                    yield body
+                    continue
+                extend((head, key, body))
+                size += len(body)
             if size >= chunk_size:
                 yield b"".join(parts)
                 parts.clear()
                 size = 0
+        if size + 16 * len(parts) >= chunk_size:
+            yield b"".join(parts)
+            parts.clear()
+            size = 0
     if tally is not None:
         tally[0] += n
     if end:

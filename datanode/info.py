@@ -93,16 +93,7 @@ def _memory(node: DataNode) -> list[tuple[str, object]]:
 
 
 def _persistence(node: DataNode) -> list[tuple[str, object]]:
-    snap = node.snapshots
-    return [
-        ("loading", 0),
-        ("async_loading", 0),
-        ("rdb_changes_since_last_save", node.dirty),
-        ("rdb_bgsave_in_progress", int(snap.in_progress)),
-        ("rdb_last_save_time", snap.last_save),
-        ("rdb_last_bgsave_status", snap.last_status),
-        ("aof_enabled", 0),
-    ]
+    return [*node.snapshots.info().items(), ("aof_enabled", 0)]
 
 
 def _stats(node: DataNode) -> list[tuple[str, object]]:

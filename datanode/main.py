@@ -9,7 +9,10 @@ from collections.abc import Sequence
 
 import uvloop
 
+from clusterstate.topology import TopologyError
+
 from .config import ConfigError, load_settings, parse_args
+from .identity import IdentityError
 from .server import serve
 from .snapshot import SnapshotError
 
@@ -30,7 +33,7 @@ def run(argv: Sequence[str]) -> int:
     gc.set_threshold(200_000, 50, 100)
     try:
         uvloop.run(serve(settings))
-    except SnapshotError as exc:
+    except (SnapshotError, TopologyError, IdentityError) as exc:
         print(f"slotkeeper datanode: refusing to start: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

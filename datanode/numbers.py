@@ -30,6 +30,8 @@ def parse_int(raw: bytes, message: str = NOT_INTEGER) -> int:
 
 def parse_float(raw: bytes, message: str = NOT_FLOAT, allow_inf: bool = True) -> float:
     """A double as Redis's ``strtold`` accepts it: no spaces, no NaN."""
+    if raw.isdigit() and len(raw) < 16:  # the common case: a plain small integer
+        return float(raw)
     if not raw or raw[0] in b" \t\r\n" or raw[-1] in b" \t\r\n" or b"_" in raw:
         raise CommandError(message)
     try:

@@ -114,6 +114,8 @@ def format_double(value: float) -> bytes:
     if value == float("-inf"):
         return b"-inf"
     if value.is_integer() and abs(value) < 1e17:
+        if value == 0 and str(value)[0] == "-":
+            return b"-0"
         return b"%d" % int(value)
     return repr(value).encode()
 

@@ -13,16 +13,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from clusterstate.slots import SLOT_COUNT
+
 from . import resp
 from .commands import TABLE
 from .config import Settings
 from .connection import Connection
 from .errors import OOM
+from .identity import load_or_create_node_id
 from .info import rss_bytes
 from .keyspace import Keyspace, wall_ms
+from .routing import route
 from .snapshot import Snapshotter
 
 if TYPE_CHECKING:
+    from clusterstate.topology import Topology
+
+    from .cluster_view import ClusterView
     from .commands.table import CommandSpec
 
 log = logging.getLogger(__name__)
@@ -62,26 +69,39 @@ class DataNode:
         # Gates: whether writes / keyed reads need the generic checks at all.
         self.gate_writes = False
         self.gate_reads = False
-        self.update_gates()
         self.snapshots = Snapshotter(self, settings.snapshot_path)
         self._servers: list[asyncio.base_events.Server] = []
         self._cron: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self.shutting_down = False
         self.run_id = os.urandom(20).hex()
-        self.cluster_mode = False
+        self.node_id = load_or_create_node_id(settings.dir, settings.node_id)
+        self.cluster_mode = settings.cluster_enabled
+        self.view: ClusterView | None = None
+        # Open slots (slot -> peer node id): being copied away from / into this node.
+        self.migrating: dict[int, str] = {}
+        self.importing: dict[int, str] = {}
+        # Per slot: True when a keyed command may skip routing (mine, primary, not open).
+        self.fast_slots: list[bool] | None = None
+        self._drops: set[int] = set()
+        self._drop_task: asyncio.Task[None] | None = None
         self.active_expire = True
         self.peak_memory = 0
         self.ops_per_sec = 0
         self._ops_sample = (time.monotonic(), 0)
         self.base_memory = rss_bytes()
+        if self.cluster_mode:
+            from .cluster_view import ClusterView
+
+            self.view = ClusterView.build(None, self.node_id, *self._my_endpoint())
+        self.update_gates()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         os.makedirs(self.settings.dir, exist_ok=True)
-        loaded = self.snapshots.load()
-        if loaded is not None:
-            log.info("loaded %d keys from %s", loaded, self.settings.snapshot_path)
+        if self.settings.cluster_config:
+            self.set_topology(read_topology_file(self.settings.cluster_config))
+        self.snapshots.load()
         loop = asyncio.get_running_loop()
         s = self.settings
         client = await loop.create_server(
@@ -161,12 +181,35 @@ class DataNode:
 
     # ------------------------------------------------------------------ gates
     def update_gates(self) -> None:
-        """Recompute which commands need the generic checks (called on config change)."""
+        """Recompute which commands need the generic checks (on any config or view change)."""
         self.gate_writes = self.ks.maxmemory > 0
-        self.gate_reads = False
+        self.gate_reads = self.cluster_mode
+        if not self.cluster_mode:
+            self.fast_slots = None
+            return
+        view = self.view
+        fast = [False] * SLOT_COUNT
+        if view is not None and view.ok and view.is_primary and view.my_shard is not None:
+            mine = view.my_shard.id
+            for slot, owner in enumerate(view.owner):
+                if owner is not None and owner.id == mine:
+                    fast[slot] = True
+            for slot in self.migrating:
+                fast[slot] = False
+            for slot in self.importing:
+                fast[slot] = False
+        self.fast_slots = fast
 
     def gate(self, conn: Connection, spec: CommandSpec, argv: list[bytes]) -> bytes | None:
         """Checks before a handler runs, in Redis's order; a refusal reply or None."""
+        if self.cluster_mode and spec.keyed:
+            refusal = route(
+                self.view, spec, argv, conn.asking, conn.readonly,
+                self.migrating, self.importing, self.ks.exists,
+            )
+            conn.asking = False
+            if refusal is not None:
+                return refusal
         if spec.write:
             ks = self.ks
             if ks.maxmemory and ks.over_memory() and not ks.evict() and spec.denyoom:
@@ -174,8 +217,99 @@ class DataNode:
         return None
 
     def gate_queued(self, conn: Connection, spec: CommandSpec, argv: list[bytes]) -> bytes | None:
-        """Checks made when a command is queued inside MULTI."""
+        """Checks made when a command is queued inside MULTI (cluster routing)."""
+        if self.cluster_mode and spec.keyed:
+            return route(
+                self.view, spec, argv, conn.asking, conn.readonly,
+                self.migrating, self.importing, self.ks.exists,
+            )
         return None
+
+    # ------------------------------------------------------------------ topology
+    def _my_endpoint(self) -> tuple[str, int, int]:
+        s = self.settings
+        return s.announce_addr, s.port, s.admin_port
+
+    def set_topology(self, topology: Topology) -> bool:
+        """Swap in a new served view; False if it equals the current one (a no-op).
+
+        A lower epoch, or different content at the same epoch, is refused with
+        TopologyError and the current view stays.
+        """
+        from clusterstate.topology import TopologyError
+
+        from .cluster_view import ClusterView
+
+        current = self.view.topology if self.view is not None else None
+        if current is not None:
+            if topology.epoch < current.epoch:
+                raise TopologyError(
+                    f"stale topology: epoch {topology.epoch} is lower than the current {current.epoch}"
+                )
+            if topology.epoch == current.epoch:
+                if topology == current:
+                    return False
+                raise TopologyError(
+                    f"a different topology at the same epoch {topology.epoch} is refused"
+                )
+        old = self.view
+        view = ClusterView.build(topology, self.node_id, *self._my_endpoint())
+        self.view = view
+        self.cluster_mode = True
+        lost = self._slots_lost(old, view)
+        for slot in list(self.migrating):
+            if view.owner[slot] is None or view.my_shard is None or view.owner[slot].id != view.my_shard.id:
+                del self.migrating[slot]
+        for slot in list(self.importing):
+            if view.my_shard is not None and view.owner[slot] is not None and view.owner[slot].id == view.my_shard.id:
+                del self.importing[slot]
+        self.update_gates()
+        log.info(
+            "topology epoch %d applied (%s, %d slots here)",
+            topology.epoch,
+            "primary" if view.is_primary else ("replica" if view.myself else "not a member"),
+            sum(1 for s in (view.owner if view.my_shard else ()) if s is not None and s.id == view.my_shard.id),
+        )
+        if lost:
+            self.drop_slots(lost)
+        return True
+
+    def _slots_lost(self, old: ClusterView | None, new: ClusterView) -> list[int]:
+        """Slots this node's shard owned before and another shard owns now."""
+        if old is None or old.my_shard is None:
+            return []
+        mine = old.my_shard.id
+        now_mine = new.my_shard.id if new.my_shard is not None else None
+        lost = []
+        for slot, owner in enumerate(old.owner):
+            if owner is not None and owner.id == mine:
+                new_owner = new.owner[slot]
+                if new_owner is not None and new_owner.id != now_mine and self.ks.slots[slot]:
+                    lost.append(slot)
+        return lost
+
+    def drop_slots(self, slots: list[int]) -> None:
+        """Delete these slots' keys in the background, in small batches."""
+        self._drops.update(slots)
+        if self._drop_task is None or self._drop_task.done():
+            self._drop_task = asyncio.get_running_loop().create_task(self._drop_loop())
+
+    async def _drop_loop(self) -> None:
+        dropped = 0
+        while self._drops:
+            slot = min(self._drops)
+            if self.view is not None and self.view.my_shard is not None:
+                owner = self.view.owner[slot]
+                if owner is not None and owner.id == self.view.my_shard.id:
+                    self._drops.discard(slot)  # it came back: keep the keys
+                    continue
+            n = self.ks.drop_slot_batch(slot, 500)
+            dropped += n
+            if not self.ks.slots[slot]:
+                self._drops.discard(slot)
+            await asyncio.sleep(0)
+        if dropped:
+            log.info("dropped %d keys of slots that moved away", dropped)
 
     def after_write(self, conn: Connection, spec: CommandSpec, argv: list[bytes]) -> None:
         self.dirty += 1
@@ -198,7 +332,13 @@ class DataNode:
         return self.base_memory + self.ks.mem
 
     def role_name(self) -> str:
+        if self.view is not None and self.view.myself is not None and not self.view.is_primary:
+            return "replica"
         return "master"
+
+    def replication_offsets(self) -> dict[str, int]:
+        """Replication offsets known here by node id (CLUSTER SHARDS shows them)."""
+        return {}
 
     def replication_info(self) -> list[tuple[str, object]]:
         return [
@@ -207,6 +347,20 @@ class DataNode:
             ("master_replid", self.run_id),
             ("master_repl_offset", 0),
         ]
+
+
+def read_topology_file(path: str) -> Topology:
+    from clusterstate.topology import Topology, TopologyError
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise TopologyError(f"cannot read cluster config {path}: {exc}") from exc
+    try:
+        return Topology.from_json(data)
+    except TopologyError as exc:
+        raise TopologyError(f"{path}: {exc}") from exc
 
 
 async def serve(settings: Settings) -> None:

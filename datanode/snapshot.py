@@ -243,9 +243,8 @@ except (OSError, AttributeError):  # pragma: no cover - non-glibc platforms
 
 
 def _child_setup(parent: int, keep: tuple[int, ...]) -> None:
-    """First steps of a snapshot child: no GC, default signals, die with the parent,
-    and close inherited descriptors (client sockets, listeners, the loop's fds)."""
-    gc.disable()
+    """First steps of a snapshot child: default signals, die with the parent, lower
+    priority, and close inherited descriptors (client sockets, listeners, the loop's)."""
     with contextlib.suppress(ValueError, OSError):
         signal.set_wakeup_fd(-1)  # the parent's loop must never see the child's signals
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -256,6 +255,12 @@ def _child_setup(parent: int, keep: tuple[int, ...]) -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:
             os._exit(1)
+    # Under CPU or memory pressure the serving parent goes first: the child yields the
+    # CPU and is the OOM killer's preferred victim.
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write("800")
     low = 3
     for fd in sorted(keep):
         if fd > low:
@@ -412,6 +417,7 @@ class Snapshotter:
     def _child_main(
         self, parent: int, rfd: int, wfd: int, now: int, meta: dict[str, Any] | None
     ) -> None:
+        gc.disable()  # first thing: a collection would touch (and copy) every page
         code = 1
         try:
             os.close(rfd)

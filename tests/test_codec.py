@@ -247,3 +247,32 @@ def test_property_stream_round_trip(entries: list[Any], step: int) -> None:
     got, dec = decode_all(blob, step)
     assert dec.done and not dec.rest
     assert_entries(got, entries)
+
+
+def test_big_bodies_are_yielded_uncopied_and_streams_agree() -> None:
+    big = b"B" * 5000
+    d = {b"a": b"small", b"big": big, b"h": {b"f": b"v" * 6000}, b"z": b"tail"}
+    chunks = list(encode_dicts([d], chunk_size=1000))
+    assert any(c is big for c in chunks)
+    items = [(k, v, None) for k, v in d.items()]
+    assert b"".join(chunks) == b"".join(encode_stream(items, chunk_size=1000))
+    assert any(c is big for c in encode_stream(items, chunk_size=1000))
+    got, dec = decode_all(b"".join(chunks), 333)
+    assert_entries(got, items)
+
+
+def test_array_and_struct_length_packing_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datanode.codec as codec
+
+    values = [
+        {b"f%d" % i: b"v" * (i % 7) for i in range(300)},
+        {b"m%d" % i for i in range(300)},
+        deque(b"x" * (i % 5) for i in range(300)),
+        zset({b"m%d" % i: float(i % 10) - 4.5 for i in range(300)}),
+    ]
+    by_struct = [encode_value(v) for v in values]
+    monkeypatch.setattr(codec, "_ARRAY_FROM", 1)
+    by_array = [encode_value(v) for v in values]
+    assert by_array == by_struct
+    for v, data in zip(values, by_array, strict=True):
+        assert same(decode_value(data), v)

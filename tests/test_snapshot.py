@@ -333,11 +333,12 @@ def test_bgsave_schedule_runs_after_the_current_one(snap_path: Path) -> None:
     first = snap.child_pid
     node.ks.set(b"k", b"2")
     snap.scheduled = True
-    wait_until(
-        lambda: (snap.poll(), snap.child_pid not in (None, first))[1] or snap.saves >= 2,
-        timeout=30,
-        interval=0.01,
-    )
+
+    def second_started() -> bool:
+        snap.poll()
+        return snap.child_pid not in (None, first) or snap.saves >= 2
+
+    wait_until(second_started, timeout=30, interval=0.01)
     wait_child(snap)
     assert snap.saves == 2 and not snap.scheduled
     dst, _ = load_into_new(snap_path)
@@ -413,6 +414,12 @@ def shutdown(node: DataNodeProcess, *args: str) -> None:
     assert node.exit_code() == 0
 
 
+def dump(r: redis.Redis, key: str | bytes) -> bytes:
+    payload = r.dump(key)
+    assert isinstance(payload, bytes), f"DUMP {key!r} gave {payload!r}"
+    return payload
+
+
 def write_sample(r: redis.Redis) -> None:
     r.set("str", "hello")
     r.set("bin", bytes(range(256)))
@@ -429,7 +436,7 @@ def check_sample(r: redis.Redis) -> None:
     assert 890_000 < r.pttl("h") <= 900_000
     assert r.pttl("l") == -1
     for k, v in COLLECTIONS.items():
-        got = load_payload(r.dump(k))
+        got = load_payload(dump(r, k))
         if type(v) is ZSet:
             assert got.order == v.order
         else:
@@ -628,18 +635,18 @@ def test_dump_restore_round_trip_every_type(node: DataNodeProcess) -> None:
     r = node.client()
     write_sample(r)
     for key in [b"str", b"bin", *COLLECTIONS]:
-        payload = r.dump(key)
+        payload = dump(r, key)
         assert r.restore(key + b":copy", 0, payload)
         assert r.dump(key + b":copy") == payload
         assert r.type(key + b":copy") == r.type(key)
     assert r.dump("missing") is None
-    assert load_payload(r.dump("str")) == b"hello"
+    assert load_payload(dump(r, "str")) == b"hello"
 
 
 def test_restore_options_and_errors(node: DataNodeProcess) -> None:
     r = node.client()
     r.set("src", "value")
-    payload = r.dump("src")
+    payload = dump(r, "src")
 
     with pytest.raises(redis.ResponseError, match="^BUSYKEY Target key name already exists.$"):
         r.restore("src", 0, payload)

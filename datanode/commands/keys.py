@@ -13,6 +13,7 @@ from ..glob import compile_glob
 from ..keyspace import TYPE_NAMES
 from ..numbers import INT64_MAX, INT64_MIN, parse_int
 from ..zset import ZSet
+from .scanargs import parse_cursor, parse_scan_args
 from .table import CommandGroup
 
 if TYPE_CHECKING:
@@ -278,31 +279,11 @@ _TYPES = {b"string", b"hash", b"list", b"set", b"zset"}
 def scan(c: Connection, argv: list[bytes]) -> bytes:
     """SCAN with a slot cursor: each call returns whole slots, so a key present for the
     whole iteration is returned exactly once unless it moves between calls."""
-    try:
-        cursor = int(argv[1])
-    except ValueError:
-        raise CommandError("ERR invalid cursor") from None
-    if cursor < 0 or cursor >= SLOT_COUNT:
+    cursor = parse_cursor(argv[1])
+    count, match, extra = parse_scan_args(argv, 2, allow_type=True)
+    want_type = extra.type.encode() if isinstance(extra.type, str) else extra.type
+    if cursor >= SLOT_COUNT:
         return resp.array([resp.bulk(b"0"), resp.EMPTY_ARRAY])
-    count = 10
-    match = None
-    want_type: bytes | None = None
-    i = 2
-    while i < len(argv):
-        opt = argv[i].upper()
-        if i + 1 >= len(argv):
-            raise CommandError(SYNTAX)
-        if opt == b"COUNT":
-            count = parse_int(argv[i + 1])
-            if count < 1:
-                raise CommandError(SYNTAX)
-        elif opt == b"MATCH":
-            match = compile_glob(argv[i + 1])
-        elif opt == b"TYPE":
-            want_type = argv[i + 1].lower()
-        else:
-            raise CommandError(SYNTAX)
-        i += 2
     ks = c.ks
     slots = ks.slots
     exp = ks.expires

@@ -86,10 +86,15 @@ def debug(c: Connection, argv: list[bytes]) -> bytes:
         c.server.active_expire = parse_int(argv[2]) != 0
         return resp.OK
     if sub == b"reload":
+        from ..snapshot import SnapshotError
+
         node = c.server
-        node.snapshots.save()
-        node.ks.flush()
-        node.snapshots.load()
+        try:
+            node.snapshots.save()
+            node.ks.flush()
+            node.snapshots.load()
+        except SnapshotError as exc:
+            raise CommandError(f"ERR Error trying to reload the snapshot: {exc}") from None
         return resp.OK
     if sub == b"help":
         return resp.bulk_array([b"DEBUG SLEEP <seconds>", b"DEBUG SET-ACTIVE-EXPIRE <0|1>", b"DEBUG RELOAD"])
