@@ -57,7 +57,9 @@ class Settings:
     client_query_buffer_limit: int = 1024 * 1024 * 1024
     client_output_buffer_limit: int = 256 * 1024 * 1024
     node_id: str = ""
+    cluster_enabled: bool = False
     cluster_config: str = ""
+    announce_addr: str = ""  # address other nodes and clients reach this node at (default: bind)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -78,6 +80,10 @@ class Settings:
             raise ConfigError("snapshot-interval must be >= 0 (0 disables periodic snapshots)")
         if self.maxclients < 1:
             raise ConfigError("maxclients must be >= 1")
+        if self.cluster_config:
+            object.__setattr__(self, "cluster_enabled", True)
+        if not self.announce_addr:
+            object.__setattr__(self, "announce_addr", self.bind)
         if self.proto_max_bulk_len < 1024 * 1024:
             raise ConfigError("proto-max-bulk-len must be at least 1mb")
 
@@ -86,7 +92,19 @@ class Settings:
         return Path(self.dir) / "dump.skdb"
 
 
+def parse_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in ("yes", "true", "1", "on"):
+        return True
+    if text in ("no", "false", "0", "off"):
+        return False
+    raise ConfigError(f"expected yes or no, got {value!r}")
+
+
 _CONVERT: dict[str, Any] = {
+    "cluster_enabled": parse_bool,
     "port": int,
     "admin_port": int,
     "maxmemory": parse_memory,
@@ -125,7 +143,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--proto-max-bulk-len", help="largest bulk string a client may send (default 512mb)")
     a("--client-output-buffer-limit", help="disconnect a client whose unread replies exceed this (default 256mb)")
     a("--node-id", help="40-hex node id (default: kept in the data dir, created on first start)")
+    a("--cluster-enabled", help="yes: serve as a cluster node (topology from the admin port or --cluster-config)")
     a("--cluster-config", help="static cluster topology JSON file (cluster mode without a control plane)")
+    a("--announce-addr", help="address clients and peers reach this node at (default: --bind)")
 
 
 def load_settings(

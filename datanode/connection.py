@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from binascii import crc_hqx
 from typing import TYPE_CHECKING, Any
+
+from clusterstate.slots import key_slot
 
 from . import resp
 from .errors import NOAUTH, CommandError, unknown_command, wrong_args
@@ -22,6 +25,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _NOAUTH = resp.error(NOAUTH)
+
+
+def _slot(key: bytes) -> int:
+    return crc_hqx(key, 0) & 16383 if 123 not in key else key_slot(key)
+
 _QUEUED = resp.QUEUED
 
 
@@ -139,7 +147,7 @@ class Connection(asyncio.Protocol):
         # handler when no per-command check applies; anything else takes execute().
         fast = self.authed and self.multi is None
         gate_writes = server.gate_writes
-        gate_reads = server.gate_reads
+        fast_slots = server.fast_slots
         table = self.table
         out = []
         append = out.append
@@ -149,8 +157,13 @@ class Connection(asyncio.Protocol):
                 spec is None
                 or not fast
                 or not spec.fast_path
-                or (gate_writes if spec.write else (gate_reads and spec.keyed))
+                or (gate_writes and spec.write)
                 or ((len(argv) != spec.arity) if spec.arity > 0 else (len(argv) < -spec.arity))
+                or (
+                    fast_slots is not None
+                    and spec.keyed
+                    and not (spec.single_key and fast_slots[_slot(argv[1])])
+                )
             ):
                 append(self.execute(argv))
                 if self.closing:
@@ -206,7 +219,7 @@ class Connection(asyncio.Protocol):
         if self.multi is not None and spec.queued:
             return self._queue(spec, argv)
         server = self.server
-        if server.gate_writes if spec.write else (server.gate_reads and spec.keyed):
+        if (spec.write and server.gate_writes) or (spec.keyed and server.gate_reads):
             refusal = server.gate(self, spec, argv)
             if refusal is not None:
                 return refusal

@@ -52,12 +52,17 @@ class DataNodeProcess(ManagedProcess):
 
 
 def start_datanode(
-    directory: Path, *flags: str, env: dict[str, str] | None = None, wait: bool = True
+    directory: Path,
+    *flags: str,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    port: int = 0,
+    admin_port: int = 0,
 ) -> DataNodeProcess:
     """Start ``slotkeeper datanode`` with its data in ``directory`` on free ports."""
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    admin_port = free_port()
+    port = port or free_port()
+    admin_port = admin_port or free_port()
     argv = [
         sys.executable, "-m", "slotkeeper", "datanode",
         "--port", str(port), "--admin-port", str(admin_port),

@@ -1,6 +1,9 @@
 """All commands of the data node, gathered into one lookup table."""
 
 from . import (
+    admin,
+    transfer,
+    cluster,
     connection,
     hashes,
     introspection,
@@ -29,6 +32,9 @@ GROUPS = [
         sets,
         zsets,
         persistence,
+        cluster,
+        admin,
+        transfer,
     )
 ]
 

@@ -52,6 +52,7 @@ class CommandSpec:
     loading_ok: bool = False
     stale_ok: bool = False
     fast_path: bool = True  # False: always through Connection.execute
+    single_key: bool = False  # exactly one key, at argv[1]
 
     def keys(self, argv: list[bytes]) -> list[bytes]:
         """The key arguments of ``argv`` by this command's key positions."""
@@ -91,6 +92,7 @@ def make_spec(name: str, handler: Handler, meta: dict[str, Any] | None = None) -
         loading_ok="loading" in flags,
         stale_ok="stale" in flags,
         fast_path=name.partition("|")[0] not in _CONNECTION_STATE,
+        single_key=(first, last, step) == (1, 1, 1) and "movablekeys" not in flags,
     )
 
 

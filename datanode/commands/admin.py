@@ -1,0 +1,64 @@
+"""SLOTKEEPER …: the admin-port commands the sidecar (and operators) use.
+
+Accepted only on connections to the admin port. Subcommands:
+
+- ``SLOTKEEPER TOPOLOGY SET <json>``: swap in a served view (validated whole;
+  equal epoch and content is a no-op answering ``+NOOP``; a lower epoch or other
+  content at the same epoch is refused and the current view stays).
+- ``SLOTKEEPER TOPOLOGY GET``: the current view's JSON (null without one).
+- ``SLOTKEEPER NODEID``: this node's id.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .. import resp
+from ..errors import CommandError
+from .table import CommandGroup
+
+if TYPE_CHECKING:
+    from ..connection import Connection
+
+group = CommandGroup()
+
+ADMIN_ONLY = "ERR SLOTKEEPER commands are only accepted on the admin port"
+
+
+def _meta(arity: int) -> dict[str, Any]:
+    return {"arity": arity, "flags": ("admin", "noscript", "loading", "stale"),
+            "keys": (0, 0, 0), "acl": ("@admin", "@slow", "@dangerous")}
+
+
+group.container("slotkeeper", meta=_meta(-2))
+
+
+def admin_only(c: Connection) -> None:
+    if not c.admin:
+        raise CommandError(ADMIN_ONLY)
+
+
+@group.subcommand("slotkeeper", "topology", meta=_meta(-3))
+def topology(c: Connection, argv: list[bytes]) -> bytes:
+    admin_only(c)
+    from clusterstate.topology import Topology, TopologyError
+
+    action = argv[2].upper()
+    if action == b"GET" and len(argv) == 3:
+        view = c.server.view
+        if view is None or view.topology is None:
+            return c.null
+        return resp.bulk(view.topology.to_json())
+    if action == b"SET" and len(argv) == 4:
+        try:
+            changed = c.server.set_topology(Topology.from_json(argv[3]))
+        except TopologyError as exc:
+            raise CommandError(f"ERR invalid topology: {exc}") from None
+        return resp.OK if changed else b"+NOOP\r\n"
+    raise CommandError("ERR usage: SLOTKEEPER TOPOLOGY SET <json> | SLOTKEEPER TOPOLOGY GET")
+
+
+@group.subcommand("slotkeeper", "nodeid", meta=_meta(2))
+def nodeid(c: Connection, argv: list[bytes]) -> bytes:
+    admin_only(c)
+    return resp.bulk(c.server.node_id.encode())

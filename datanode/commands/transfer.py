@@ -1,0 +1,164 @@
+"""SLOTKEEPER slot-transfer subcommands (admin port only).
+
+IMPORT, IMPORT-STATUS, IMPORT-CANCEL, IMPORTING (target side); EXPORT,
+MIGRATE-ABORT, MIGRATING, DROPSLOTS (source side). The protocol and its
+guarantees are described in :mod:`datanode.transfer`; these handlers only parse
+arguments and encode replies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import resp
+from ..errors import SYNTAX, CommandError
+from ..identity import is_node_id
+from ..numbers import parse_int
+from ..transfer import (
+    BATCH_KEYS,
+    IDLE_TIMEOUT,
+    MAX_BATCH_KEYS,
+    parse_slots,
+    transfers_of,
+)
+from .admin import admin_only
+from .table import CommandGroup
+
+if TYPE_CHECKING:
+    from ..connection import Connection
+
+group = CommandGroup()
+
+
+def _meta(arity: int) -> dict[str, Any]:
+    return {"arity": arity, "flags": ("admin", "noscript", "loading", "stale"),
+            "keys": (0, 0, 0), "acl": ("@admin", "@slow", "@dangerous")}
+
+
+def _node_id(raw: bytes, what: str) -> str:
+    text = raw.decode("latin-1")
+    if not is_node_id(text):
+        raise CommandError(f"ERR invalid {what} node id {text[:64]!r}: expected 40 lowercase hex")
+    return text
+
+
+def _options(argv: Sequence[bytes], start: int, allowed: tuple[bytes, ...]) -> dict[bytes, int]:
+    """``NAME n`` pairs after ``start`` (names from ``allowed``), as positive integers."""
+    out: dict[bytes, int] = {}
+    if (len(argv) - start) % 2:
+        raise CommandError(SYNTAX)
+    for i in range(start, len(argv), 2):
+        name = argv[i].upper()
+        if name not in allowed:
+            raise CommandError(SYNTAX)
+        value = parse_int(argv[i + 1])
+        if value <= 0:
+            raise CommandError(f"ERR {name.decode()} must be positive")
+        out[name] = value
+    return out
+
+
+def _batch(opts: Mapping[bytes, int]) -> int:
+    batch = opts.get(b"BATCH", BATCH_KEYS)
+    if batch > MAX_BATCH_KEYS:
+        raise CommandError(f"ERR BATCH must be at most {MAX_BATCH_KEYS}")
+    return batch
+
+
+def _marks(c: Connection, marks: Mapping[int, str]) -> bytes:
+    return resp.map_of(
+        [(resp.integer(s), resp.bulk(marks[s].encode())) for s in sorted(marks)], c.resp3
+    )
+
+
+def _status_reply(c: Connection, pairs: Sequence[tuple[bytes, bytes | int]]) -> bytes:
+    return resp.map_of(
+        [(resp.bulk(k), resp.integer(v) if isinstance(v, int) else resp.bulk(v)) for k, v in pairs],
+        c.resp3,
+    )
+
+
+# ------------------------------------------------------------------ target side
+
+
+@group.subcommand("slotkeeper", "import", meta=_meta(-6))
+def import_(c: Connection, argv: list[bytes]) -> bytes:
+    """IMPORT <source-host> <source-admin-port> <source-node-id> <ranges> [BATCH n] [TIMEOUT ms]"""
+    admin_only(c)
+    host = argv[2].decode("latin-1")
+    port = parse_int(argv[3])
+    if not 0 < port < 65536:
+        raise CommandError("ERR invalid source port")
+    source = _node_id(argv[4], "source")
+    slots = parse_slots(argv[5])
+    opts = _options(argv, 6, (b"BATCH", b"TIMEOUT"))
+    timeout = opts.get(b"TIMEOUT", int(IDLE_TIMEOUT * 1000)) / 1000
+    transfers_of(c.server).start_import(host, port, source, slots, _batch(opts), timeout)
+    return resp.OK
+
+
+@group.subcommand("slotkeeper", "import-status", meta=_meta(-2))
+def import_status(c: Connection, argv: list[bytes]) -> bytes:
+    """IMPORT-STATUS [<ranges>]"""
+    admin_only(c)
+    if len(argv) > 3:
+        raise CommandError(SYNTAX)
+    slots = parse_slots(argv[2]) if len(argv) == 3 else None
+    return _status_reply(c, transfers_of(c.server).status(slots))
+
+
+@group.subcommand("slotkeeper", "import-cancel", meta=_meta(-2))
+def import_cancel(c: Connection, argv: list[bytes]) -> bytes:
+    """IMPORT-CANCEL [<ranges>]"""
+    admin_only(c)
+    if len(argv) > 3:
+        raise CommandError(SYNTAX)
+    slots = parse_slots(argv[2]) if len(argv) == 3 else None
+    return resp.integer(transfers_of(c.server).cancel_imports(slots))
+
+
+@group.subcommand("slotkeeper", "importing", meta=_meta(2))
+def importing(c: Connection, argv: list[bytes]) -> bytes:
+    admin_only(c)
+    return _marks(c, c.server.importing)
+
+
+# ------------------------------------------------------------------ source side
+
+
+@group.subcommand("slotkeeper", "export", meta=_meta(-4))
+def export(c: Connection, argv: list[bytes]) -> bytes:
+    """EXPORT <ranges> <target-node-id> [BATCH n]: the stream follows on this connection."""
+    admin_only(c)
+    slots = parse_slots(argv[2])
+    target = _node_id(argv[3], "target")
+    opts = _options(argv, 4, (b"BATCH",))
+    if c.multi is not None:
+        raise CommandError("ERR SLOTKEEPER EXPORT is not allowed in a transaction")
+    transfers_of(c.server).start_export(c, slots, target, _batch(opts))
+    return b""  # the exporter task writes the stream
+
+
+@group.subcommand("slotkeeper", "migrate-abort", meta=_meta(-3))
+def migrate_abort(c: Connection, argv: list[bytes]) -> bytes:
+    """MIGRATE-ABORT <ranges> [<target-node-id>]"""
+    admin_only(c)
+    if len(argv) > 4:
+        raise CommandError(SYNTAX)
+    slots = parse_slots(argv[2])
+    target = _node_id(argv[3], "target") if len(argv) == 4 else None
+    return resp.integer(transfers_of(c.server).abort_migration(slots, target))
+
+
+@group.subcommand("slotkeeper", "migrating", meta=_meta(2))
+def migrating(c: Connection, argv: list[bytes]) -> bytes:
+    admin_only(c)
+    return _marks(c, c.server.migrating)
+
+
+@group.subcommand("slotkeeper", "dropslots", meta=_meta(3))
+def dropslots(c: Connection, argv: list[bytes]) -> bytes:
+    """DROPSLOTS <ranges>: background delete of slots that belong elsewhere."""
+    admin_only(c)
+    return resp.integer(transfers_of(c.server).drop(parse_slots(argv[2])))

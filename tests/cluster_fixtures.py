@@ -1,0 +1,103 @@
+"""Static clusters of real data nodes for tests: topology built here, handed to each
+node with ``--cluster-config`` (no control plane)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clusterstate.topology import (
+    Health,
+    NodeRecord,
+    NodeState,
+    Role,
+    ShardRecord,
+    Topology,
+    new_id,
+)
+from tests.datanode_fixtures import DataNodeProcess, start_datanode
+from tests.support import LOOPBACK, free_port
+
+
+def balanced_ranges(shards: int) -> list[tuple[int, int]]:
+    """Contiguous slot ranges of near-equal size, as Redis's create does."""
+    per, extra = divmod(16384, shards)
+    out, start = [], 0
+    for i in range(shards):
+        end = start + per + (1 if i < extra else 0) - 1
+        out.append((start, end))
+        start = end + 1
+    return out
+
+
+@dataclass
+class StaticCluster:
+    topology: Topology
+    nodes: dict[str, DataNodeProcess] = field(default_factory=dict)  # node id -> process
+    config_path: Path = Path()
+
+    def primaries(self) -> list[DataNodeProcess]:
+        return [self.nodes[s.primary] for s in self.topology.shards]
+
+    def seeds(self) -> list[tuple[str, int]]:
+        return [(LOOPBACK, n.port) for n in self.nodes.values()]
+
+    def push(self, topology: Topology) -> None:
+        """Hand a new topology to every node over the admin port."""
+        self.topology = topology
+        for node in self.nodes.values():
+            node.admin().execute_command("SLOTKEEPER", "TOPOLOGY", "SET", topology.to_json())
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+
+def make_topology(
+    shards: int, replicas: int = 0, epoch: int = 1
+) -> tuple[Topology, list[tuple[str, int, int]]]:
+    """A topology of ``shards`` primaries with ``replicas`` each, on free loopback ports.
+    Returns it with ``(node_id, port, admin_port)`` for each node."""
+    nodes: list[NodeRecord] = []
+    shard_records: list[ShardRecord] = []
+    ports: list[tuple[str, int, int]] = []
+    for rng in balanced_ranges(shards):
+        shard_id = new_id()
+        members = []
+        for i in range(1 + replicas):
+            node_id = new_id()
+            port, admin = free_port(), free_port()
+            ports.append((node_id, port, admin))
+            members.append(node_id)
+            nodes.append(
+                NodeRecord(
+                    node_id, LOOPBACK, port, admin,
+                    shard=shard_id,
+                    role=Role.PRIMARY if i == 0 else Role.REPLICA,
+                    state=NodeState.ACTIVE if i == 0 else NodeState.STANDBY,
+                    health=Health.ONLINE,
+                    replica_id=int.from_bytes(bytes.fromhex(node_id[:16]), "big"),
+                )
+            )
+        shard_records.append(
+            ShardRecord(shard_id, (rng,), members[0], tuple(members[1:]))
+        )
+    return Topology.build(epoch, shard_records, nodes), ports
+
+
+def start_static_cluster(root: Path, shards: int = 3, replicas: int = 0) -> StaticCluster:
+    topology, ports = make_topology(shards, replicas)
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "cluster.json"
+    config.write_bytes(topology.to_json())
+    cluster = StaticCluster(topology, config_path=config)
+    try:
+        for node_id, port, admin in ports:
+            cluster.nodes[node_id] = start_datanode(
+                root / node_id[:8], "--cluster-config", str(config), "--node-id", node_id,
+                port=port, admin_port=admin,
+            )
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
