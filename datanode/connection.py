@@ -27,6 +27,13 @@ log = logging.getLogger(__name__)
 _NOAUTH = resp.error(NOAUTH)
 
 
+class _Blocked(bytes):
+    """The type of BLOCKED: a reply that will come later."""
+
+
+BLOCKED: bytes = _Blocked()
+
+
 def _slot(key: bytes) -> int:
     return crc_hqx(key, 0) & 16383 if 123 not in key else key_slot(key)
 
@@ -63,6 +70,9 @@ class Connection(asyncio.Protocol):
         "out_limit",
         "flags",
         "backlogged",
+        "blocked",
+        "pending",
+        "in_exec",
     )
 
     def __init__(self, server: DataNode, admin: bool = False) -> None:
@@ -99,6 +109,9 @@ class Connection(asyncio.Protocol):
         self.out_limit = server.client_output_buffer_limit
         self.flags = ""
         self.backlogged = False
+        self.blocked = False  # waiting for unblock(): reading paused
+        self.pending: list[list[bytes]] = []  # commands read while blocked
+        self.in_exec = False  # running EXEC's queued commands
 
     # ------------------------------------------------------------------ asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -130,6 +143,9 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.backlogged = False
+        self.blocked = False  # waiting for unblock(): reading paused
+        self.pending: list[list[bytes]] = []  # commands read while blocked
+        self.in_exec = False  # running EXEC's queued commands
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -141,17 +157,31 @@ class Connection(asyncio.Protocol):
             return
         if not cmds:
             return
+        self.server.stats.commands += len(cmds)
+        if self.blocked:
+            self.pending.extend(cmds)  # read before the pause took effect
+            return
+        self._run(cmds)
+
+    def _run(self, cmds: list[list[bytes]]) -> None:
+        """Run a batch of commands and write all their replies at once.
+
+        The fast path runs known commands with the right arity straight into their
+        handler when no per-command check applies; anything else takes execute().
+        A handler that must wait (WAIT, a write waiting for replica acks) returns
+        BLOCKED: the replies so far are written, the rest of the batch waits in
+        ``pending`` and reading pauses until :meth:`unblock`.
+        """
         server = self.server
-        server.stats.commands += len(cmds)
-        # The fast path runs known commands with the right arity straight into their
-        # handler when no per-command check applies; anything else takes execute().
         fast = self.authed and self.multi is None
         gate_writes = server.gate_writes
         fast_slots = server.fast_slots
         table = self.table
-        out = []
+        out: list[bytes] = []
         append = out.append
+        i = 0
         for argv in cmds:
+            i += 1
             spec = table.get(argv[0])
             if (
                 spec is None
@@ -165,13 +195,17 @@ class Connection(asyncio.Protocol):
                     and not (spec.single_key and fast_slots[_slot(argv[1])])
                 )
             ):
-                append(self.execute(argv))
+                reply = self.execute(argv)
+                if reply is BLOCKED:
+                    self._block_rest(cmds[i:])
+                    break
+                append(reply)
                 if self.closing:
                     break
                 fast = self.authed and self.multi is None
                 continue
             try:
-                append(spec.handler(self, argv))
+                reply = spec.handler(self, argv)
             except CommandError as exc:
                 self.effects = None
                 append(resp.error(exc.message))
@@ -182,17 +216,45 @@ class Connection(asyncio.Protocol):
                     break
                 continue
             if spec.write:
-                server.after_write(self, spec, argv)
-        if not out:
-            return
+                reply = server.after_write(self, spec, argv, reply)
+            if reply is BLOCKED:
+                self._block_rest(cmds[i:])
+                break
+            append(reply)
         self.last_cmd = argv[0]
         transport = self.transport
-        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if out:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
         if self.closing:
             transport.close()
         elif self.backlogged and transport.get_write_buffer_size() > self.out_limit:
             log.warning("client %s (%s) closed: output buffer limit reached", self.id, self.addr)
             self.kill()
+
+    # ------------------------------------------------------------------ blocking
+    def block(self) -> bytes:
+        """Called by a handler that will answer later through :meth:`unblock`."""
+        self.blocked = True
+        return BLOCKED
+
+    def _block_rest(self, rest: list[list[bytes]]) -> None:
+        self.pending = rest
+        if self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+
+    def unblock(self, reply: bytes) -> None:
+        """Answer the blocked command, then run what the client sent meanwhile."""
+        if not self.blocked:
+            return
+        self.blocked = False
+        if self.closing or self.transport is None:
+            return
+        self.transport.write(reply)
+        pending, self.pending = self.pending, []
+        if pending:
+            self._run(pending)
+        if not self.blocked and not self.closing:
+            self.transport.resume_reading()
 
     # ------------------------------------------------------------------ dispatch
     def execute(self, argv: list[bytes]) -> bytes:
@@ -231,7 +293,7 @@ class Connection(asyncio.Protocol):
         except Exception:
             return self._handler_failed(spec, argv)
         if spec.write:
-            server.after_write(self, spec, argv)
+            return server.after_write(self, spec, argv, reply)
         return reply
 
     def _handler_failed(self, spec: Any, argv: list[bytes]) -> bytes:

@@ -37,7 +37,12 @@ BAD_DUMP = "ERR DUMP payload version or checksum are wrong"
 BUSYKEY = "BUSYKEY Target key name already exists."
 READONLY = "READONLY You can't write against a read only replica."
 MOVED = "MOVED"
-WRITE_FENCED = "TRYAGAIN write permit expired: this primary is fenced until its sidecar renews it"
+# A fenced primary (write permit lapsed) refuses writes with a retryable error;
+# CLUSTERDOWN makes redis-py refresh its slot map and retry for ~2.75 s.
+WRITE_FENCED = (
+    "CLUSTERDOWN The cluster is down and only accepts read commands "
+    "(write permit expired: this primary is fenced)"
+)
 
 
 class CommandError(Exception):

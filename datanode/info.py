@@ -104,6 +104,7 @@ def _stats(node: DataNode) -> list[tuple[str, object]]:
         ("total_commands_processed", st.commands),
         ("instantaneous_ops_per_sec", node.ops_per_sec),
         ("rejected_connections", st.rejected_connections),
+        ("fenced_writes", st.fenced_writes),
         ("expired_keys", ks.expired_keys),
         ("evicted_keys", ks.evicted_keys),
         ("keyspace_hits", ks.hits),

@@ -11,7 +11,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from clusterstate.slots import SLOT_COUNT
 
@@ -19,7 +19,7 @@ from . import resp
 from .commands import TABLE
 from .config import Settings
 from .connection import Connection
-from .errors import OOM
+from .errors import OOM, WRITE_FENCED
 from .identity import load_or_create_node_id
 from .info import rss_bytes
 from .keyspace import Keyspace, wall_ms
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 REDIS_VERSION = "7.2.4"
 CRON_INTERVAL = 0.1
 _OOM = resp.error(OOM)
+_FENCED = resp.error(WRITE_FENCED)
 
 
 @dataclass(slots=True)
@@ -44,6 +45,7 @@ class Stats:
     commands: int = 0
     total_connections: int = 0
     rejected_connections: int = 0
+    fenced_writes: int = 0
 
 
 class DataNode:
@@ -84,6 +86,11 @@ class DataNode:
         # Per slot: True when a keyed command may skip routing (mine, primary, not open).
         self.fast_slots: list[bool] | None = None
         self._drops: set[int] = set()
+        # Write permit (fencing): None = no permit configured (writes always allowed);
+        # else the time.monotonic() deadline after which writes are refused.
+        self.permit_deadline: float | None = None
+        # Replication (datanode.replication); None until the module is wired.
+        self.repl: Any = None
         self._drop_task: asyncio.Task[None] | None = None
         self.active_expire = True
         self.peak_memory = 0
@@ -182,7 +189,12 @@ class DataNode:
     # ------------------------------------------------------------------ gates
     def update_gates(self) -> None:
         """Recompute which commands need the generic checks (on any config or view change)."""
-        self.gate_writes = self.ks.maxmemory > 0
+        repl = self.repl
+        self.gate_writes = (
+            self.ks.maxmemory > 0
+            or self.permit_deadline is not None
+            or (repl is not None and repl.gates_writes())
+        )
         self.gate_reads = self.cluster_mode
         if not self.cluster_mode:
             self.fast_slots = None
@@ -211,10 +223,23 @@ class DataNode:
             if refusal is not None:
                 return refusal
         if spec.write:
+            if self.repl is not None:
+                refusal = self.repl.refuse_write(conn, spec)
+                if refusal is not None:
+                    return refusal
+            deadline = self.permit_deadline
+            if deadline is not None and time.monotonic() >= deadline:
+                self.stats.fenced_writes += 1
+                return _FENCED
             ks = self.ks
             if ks.maxmemory and ks.over_memory() and not ks.evict() and spec.denyoom:
                 return _OOM
         return None
+
+    def set_write_permit(self, deadline: float | None) -> None:
+        """Grant writes until ``deadline`` (time.monotonic()); None: no permit needed."""
+        self.permit_deadline = deadline
+        self.update_gates()
 
     def gate_queued(self, conn: Connection, spec: CommandSpec, argv: list[bytes]) -> bytes | None:
         """Checks made when a command is queued inside MULTI (cluster routing)."""
@@ -311,13 +336,23 @@ class DataNode:
         if dropped:
             log.info("dropped %d keys of slots that moved away", dropped)
 
-    def after_write(self, conn: Connection, spec: CommandSpec, argv: list[bytes]) -> None:
+    def after_write(
+        self, conn: Connection, spec: CommandSpec, argv: list[bytes], reply: bytes
+    ) -> bytes:
+        """Bookkeeping after a write ran: snapshot dirtiness, WATCH, replication.
+        Returns the reply to send (or BLOCKED while replicas must acknowledge it)."""
         self.dirty += 1
         ks = self.ks
         if ks.watched:
             for key in spec.keys(argv):
                 ks.touch(key)
+        repl = self.repl
+        if repl is not None:
+            effects = conn.effects
+            conn.effects = None
+            return repl.after_write(conn, argv if effects is None else effects, reply)
         conn.effects = None
+        return reply
 
     def run_transaction(self, conn: Connection, queued: list[list[bytes]]) -> bytes:
         """EXEC: run the queued commands back to back; one array of their replies."""

@@ -62,3 +62,39 @@ def topology(c: Connection, argv: list[bytes]) -> bytes:
 def nodeid(c: Connection, argv: list[bytes]) -> bytes:
     admin_only(c)
     return resp.bulk(c.server.node_id.encode())
+
+
+@group.subcommand("slotkeeper", "write-permit", meta=_meta(-2))
+def write_permit(c: Connection, argv: list[bytes]) -> bytes:
+    """``WRITE-PERMIT UNTIL <monotonic-ms>`` | ``FOR <ms>`` | ``REVOKE`` | ``OFF`` | (status).
+
+    The sidecar grants its primary writes until a deadline on the host's monotonic
+    clock (CLOCK_MONOTONIC, shared by processes on one host); past it writes are
+    refused. ``OFF`` returns to standalone use (no permit needed); ``REVOKE`` fences
+    at once. Without arguments: the milliseconds left (-1 when off, 0 when fenced).
+    """
+    admin_only(c)
+    import time
+
+    from ..numbers import parse_int
+
+    node = c.server
+    if len(argv) == 2:
+        deadline = node.permit_deadline
+        if deadline is None:
+            return resp.MINUS_ONE
+        return resp.integer(max(0, int((deadline - time.monotonic()) * 1000)))
+    action = argv[2].upper()
+    if action == b"UNTIL" and len(argv) == 4:
+        node.set_write_permit(parse_int(argv[3]) / 1000.0)
+    elif action == b"FOR" and len(argv) == 4:
+        node.set_write_permit(time.monotonic() + parse_int(argv[3]) / 1000.0)
+    elif action == b"REVOKE" and len(argv) == 3:
+        node.set_write_permit(0.0)
+    elif action == b"OFF" and len(argv) == 3:
+        node.set_write_permit(None)
+    else:
+        raise CommandError(
+            "ERR usage: SLOTKEEPER WRITE-PERMIT [UNTIL <monotonic-ms> | FOR <ms> | REVOKE | OFF]"
+        )
+    return resp.OK
