@@ -13,6 +13,9 @@ from collections.abc import Sequence
 # subcommand -> (module, function taking argv and returning an exit code, summary)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "datanode": ("datanode.main", "run", "run a data node (the RESP server)"),
+    "cluster-config": (
+        "slotkeeper.static_config", "run", "write a static cluster topology for --cluster-config"
+    ),
 }
 
 USAGE = "usage: slotkeeper <subcommand> [options]\n\nsubcommands:\n" + "".join(

@@ -6,28 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clusterstate.topology import (
-    Health,
-    NodeRecord,
-    NodeState,
-    Role,
-    ShardRecord,
-    Topology,
-    new_id,
-)
+from clusterstate.layout import static_topology
+from clusterstate.topology import Topology
 from tests.datanode_fixtures import DataNodeProcess, start_datanode
 from tests.support import LOOPBACK, free_port
-
-
-def balanced_ranges(shards: int) -> list[tuple[int, int]]:
-    """Contiguous slot ranges of near-equal size, as Redis's create does."""
-    per, extra = divmod(16384, shards)
-    out, start = [], 0
-    for i in range(shards):
-        end = start + per + (1 if i < extra else 0) - 1
-        out.append((start, end))
-        start = end + 1
-    return out
 
 
 @dataclass
@@ -58,31 +40,9 @@ def make_topology(
 ) -> tuple[Topology, list[tuple[str, int, int]]]:
     """A topology of ``shards`` primaries with ``replicas`` each, on free loopback ports.
     Returns it with ``(node_id, port, admin_port)`` for each node."""
-    nodes: list[NodeRecord] = []
-    shard_records: list[ShardRecord] = []
-    ports: list[tuple[str, int, int]] = []
-    for rng in balanced_ranges(shards):
-        shard_id = new_id()
-        members = []
-        for i in range(1 + replicas):
-            node_id = new_id()
-            port, admin = free_port(), free_port()
-            ports.append((node_id, port, admin))
-            members.append(node_id)
-            nodes.append(
-                NodeRecord(
-                    node_id, LOOPBACK, port, admin,
-                    shard=shard_id,
-                    role=Role.PRIMARY if i == 0 else Role.REPLICA,
-                    state=NodeState.ACTIVE if i == 0 else NodeState.STANDBY,
-                    health=Health.ONLINE,
-                    replica_id=int.from_bytes(bytes.fromhex(node_id[:16]), "big"),
-                )
-            )
-        shard_records.append(
-            ShardRecord(shard_id, (rng,), members[0], tuple(members[1:]))
-        )
-    return Topology.build(epoch, shard_records, nodes), ports
+    endpoints = [(LOOPBACK, free_port(), free_port()) for _ in range(shards * (1 + replicas))]
+    topology = static_topology(endpoints, shards, replicas, epoch)
+    return topology, [(n.id, n.port, n.admin_port) for n in topology.nodes]
 
 
 def start_static_cluster(root: Path, shards: int = 3, replicas: int = 0) -> StaticCluster:
