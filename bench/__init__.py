@@ -1,0 +1,1 @@
+"""slotkeeper benchmarks: ``python -m bench`` (``make bench``). See ``bench/sections.py``."""

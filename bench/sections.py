@@ -1,0 +1,39 @@
+"""The benchmark sections: name -> function(Context) -> list of Rows.
+
+To add a section (cluster, replication, failover, …) write a module with a function
+taking the Context and returning Rows, and register it here. Names are dotted;
+``--only datanode`` selects every section whose name starts with ``datanode.``.
+Sections in OPT_IN run only when asked for by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from . import datanode, profile, transfer
+from .report import Context, Row
+
+Section = Callable[[Context], list[Row]]
+
+SECTIONS: dict[str, Section] = {
+    "datanode.throughput": datanode.throughput,
+    "datanode.memory": datanode.memory,  # memory for 1M keys, then GET p99 during BGSAVE
+    "profile.datanode": profile.datanode,  # py-spy of the node under GET -P 16
+    "transfer": transfer.run,  # slot transfer: keys/s, write-refusal window
+}
+OPT_IN = {"profile.datanode"}
+
+
+def select(only: str | None) -> list[str]:
+    """Section names for ``--only a,b`` (exact names or dotted prefixes), in registry order."""
+    if not only:
+        return [n for n in SECTIONS if n not in OPT_IN]
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    unknown = [w for w in wanted if not any(_match(n, w) for n in SECTIONS)]
+    if unknown:
+        raise ValueError(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    return [n for n in SECTIONS if any(_match(n, w) for w in wanted)]
+
+
+def _match(name: str, wanted: str) -> bool:
+    return name == wanted or name.startswith(wanted + ".")
