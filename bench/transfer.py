@@ -138,7 +138,7 @@ def status(c: Client) -> dict[str, Any]:
             for k, v in zip(flat[::2], flat[1::2], strict=True)}
 
 
-def wait_done(c: Client, timeout: float = 300.0) -> dict[str, Any]:
+def wait_done(c: Client, timeout: float = 300.0, poll: float = POLL) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         st = status(c)
@@ -148,7 +148,7 @@ def wait_done(c: Client, timeout: float = 300.0) -> dict[str, Any]:
             raise RuntimeError(f"import {st['state']}: {st['error']}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"import still running after {timeout:.0f}s")
-        time.sleep(POLL)
+        time.sleep(poll)
 
 
 class Cluster:
@@ -184,40 +184,55 @@ def run(ctx: Context) -> list[Row]:
     return rows
 
 
+def start_probes(nodes: tuple[Node, Node], seconds: float) -> dict[str, Background]:
+    """A paced GET probe (bench.probe, 4 × 500 GET/s) on each node's client port.
+
+    key:000000000000 (the probe's key) hashes to slot 13053, in B's shard: on B the
+    GETs are served, on A they are answered MOVED; both go through the event loop.
+    """
+    return {
+        n.server.label: Background([sys.executable, "-m", "bench.probe", str(n.port), "--keys", "1",
+                                    "--seconds", str(seconds), "--conns", "4", "--rate", "500"])
+        for n in nodes
+    }
+
+
+def probe_results(ctx: Context, probes: dict[str, Background], seconds: float) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for label, bg in probes.items():
+        res = bg.finish(seconds + 30)
+        try:
+            out[label] = json.loads(res.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            out[label] = {}
+            ctx.say(f"probe on {label} failed: rc={res.rc} {res.stderr.strip()[-300:]}")
+    return out
+
+
 def throughput(ctx: Context, cluster: Cluster, tag: str, n: int) -> list[Row]:
     a, b = cluster.a, cluster.b
     slot = key_slot(tag.encode())
     t0 = time.perf_counter()
     fill(a.port, tag, n)
     ctx.say(f"loaded {n:,} keys × 16 B into slot {slot} of A in {time.perf_counter() - t0:.1f}s")
-    # key:000000000000 (the probe's key) hashes to slot 13053: B's shard, so on B the
-    # probe's GETs are served; on A they are answered MOVED — both go through the loop.
+    idle = probe_results(ctx, start_probes((a, b), 2.0), 2.0)
     probe_s = 4.0 if n > 100_000 else 2.5
-    probes = {
-        n_.server.label: Background([sys.executable, "-m", "bench.probe", str(n_.port), "--keys", "1",
-                                     "--seconds", str(probe_s), "--conns", "4", "--rate", "500"])
-        for n_ in (a, b)
-    }
-    time.sleep(0.7)
+    probes = start_probes((a, b), probe_s)
+    time.sleep(0.7)  # the probes' connections are up
     with b.admin() as c:
         w0 = time.perf_counter()
         c.call("SLOTKEEPER", "IMPORT", procs.LOOPBACK, a.admin_port, a.id, str(slot))
-        st = wait_done(c)
+        st = wait_done(c, poll=0.02)  # light polling: the probes measure the transfer alone
         wall = time.perf_counter() - w0
-    results = {}
-    for label, bg in probes.items():
-        res = bg.finish(probe_s + 30)
-        try:
-            results[label] = json.loads(res.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            results[label] = {"max": None, "p99": None}
-            ctx.say(f"probe on {label} failed: rc={res.rc} {res.stderr.strip()[-300:]}")
+    during = probe_results(ctx, probes, probe_s)
     keys_s = st["keys"] / (st["elapsed_ms"] / 1000) if st["elapsed_ms"] else None
     ctx.say(f"import of slot {slot}: {st['keys']:,} keys, {st['bytes']:,} bytes in "
             f"{st['elapsed_ms']} ms (status), {wall * 1000:.0f} ms wall incl. polling")
-    for label, r in results.items():
-        ctx.say(f"paced GET probe on {label} during the import: p99 {r.get('p99')} ms, "
-                f"max {r.get('max')} ms")
+    for label in during:
+        i, d = idle.get(label, {}), during[label]
+        ctx.say(f"paced GET probe on {label}: idle p99 {i.get('p99', float('nan')):.2f} ms / max "
+                f"{i.get('max', float('nan')):.2f} ms; {probe_s:g} s around the import p99 "
+                f"{d.get('p99', float('nan')):.2f} ms / max {d.get('max', float('nan')):.2f} ms")
     t1 = time.perf_counter()
     cluster.apply(cluster.moved | {slot})
     with a.admin() as c:
@@ -229,10 +244,14 @@ def throughput(ctx: Context, cluster: Cluster, tag: str, n: int) -> list[Row]:
         Row(f"slot transfer of {n:,} keys × 16 B (keys/s)", keys_s, None, "rps",
             target=Target(">=", 100_000, on="ours"), note="loopback, one slot, one transfer"),
     ]
-    for label, r in results.items():
+    for label in during:
         who = "target" if "target" in label else "source"
-        rows.append(Row(f"GET max latency on the {who} during the transfer", r.get("max"), None, "ms",
-                        note="paced probe, 4 × 500 GET/s"))
+        rows.append(Row(f"GET p99 on the {who}, transfer ÷ idle", during[label].get("p99"),
+                        idle.get(label, {}).get("p99"), "ms",
+                        note="paced probe 4 × 500 GET/s; reference column: idle"))
+        rows.append(Row(f"GET max on the {who} during the transfer", during[label].get("max"),
+                        idle.get(label, {}).get("max"), "ms", show_ratio=False,
+                        note="reference column: idle"))
     return rows
 
 

@@ -18,6 +18,7 @@ to date on every write: strings exactly, collections by their handlers through
 from __future__ import annotations
 
 import heapq
+from itertools import islice
 import random
 import time
 from collections import deque
@@ -394,7 +395,7 @@ class Keyspace:
         """Delete up to ``batch`` keys of ``slot``; returns how many were deleted."""
         d = self.slots[slot]
         n = 0
-        for key in list(d)[:batch]:
+        for key in list(islice(d, batch)):
             self._remove(d, key, d[key])
             self.touch(key)
             n += 1

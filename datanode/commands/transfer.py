@@ -134,7 +134,7 @@ def export(c: Connection, argv: list[bytes]) -> bytes:
     slots = parse_slots(argv[2])
     target = _node_id(argv[3], "target")
     opts = _options(argv, 4, (b"BATCH",))
-    if c.multi is not None:
+    if c.multi is not None or c.in_exec:
         raise CommandError("ERR SLOTKEEPER EXPORT is not allowed in a transaction")
     transfers_of(c.server).start_export(c, slots, target, _batch(opts))
     return b""  # the exporter task writes the stream
