@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import datanode, profile, transfer
+from . import cluster, datanode, profile, transfer
 from .report import Context, Row
 
 Section = Callable[[Context], list[Row]]
@@ -19,6 +19,7 @@ SECTIONS: dict[str, Section] = {
     "datanode.throughput": datanode.throughput,
     "datanode.memory": datanode.memory,  # memory for 1M keys, then GET p99 during BGSAVE
     "profile.datanode": profile.datanode,  # py-spy of the node under GET -P 16
+    "cluster.routing": cluster.run,  # cluster mode's routing check vs no cluster mode
     "transfer": transfer.run,  # slot transfer: keys/s, write-refusal window
 }
 OPT_IN = {"profile.datanode"}
