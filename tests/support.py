@@ -206,8 +206,27 @@ class ManagedProcess:
         return self.popen is not None and self.popen.poll() is None
 
     def pause(self) -> None:
-        """SIGSTOP: the process keeps its sockets but stops answering."""
+        """SIGSTOP: the process keeps its sockets but stops answering.
+
+        SIGSTOP takes effect asynchronously: wait until every thread is stopped, so
+        the first request sent after pause() really finds the process frozen."""
         os.kill(self.pid, signal.SIGSTOP)
+        wait_until(self._stopped, timeout=5, interval=0.005, what=f"pid {self.pid} to stop")
+
+    def _stopped(self) -> bool:
+        try:
+            tasks = os.listdir(f"/proc/{self.pid}/task")
+        except OSError:
+            return True
+        for tid in tasks:
+            try:
+                with open(f"/proc/{self.pid}/task/{tid}/stat") as fh:
+                    state = fh.read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state not in ("T", "t"):
+                return False
+        return True
 
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
