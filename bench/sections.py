@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import cluster, datanode, profile, transfer
+from . import cluster, datanode, profile, replication, transfer
 from .report import Context, Row
 
 Section = Callable[[Context], list[Row]]
@@ -21,6 +21,9 @@ SECTIONS: dict[str, Section] = {
     "profile.datanode": profile.datanode,  # py-spy of the node under GET -P 16
     "cluster.routing": cluster.run,  # cluster mode's routing check vs no cluster mode
     "transfer": transfer.run,  # slot transfer: keys/s, write-refusal window
+    "replication.throughput": replication.throughput,  # SET -P 16 with 0/1/2 replicas, lag
+    "replication.full_sync": replication.full_sync,  # 1M keys: time, primary GET p99
+    "replication.acked": replication.acked_writes,  # min_replicas_to_ack 1 vs async, -P 1
 }
 OPT_IN = {"profile.datanode"}
 

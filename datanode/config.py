@@ -60,6 +60,11 @@ class Settings:
     cluster_enabled: bool = False
     cluster_config: str = ""
     announce_addr: str = ""  # address other nodes and clients reach this node at (default: bind)
+    repl_backlog_size: int = 64 * 1024 * 1024  # bytes of stream kept for partial resyncs
+    repl_timeout: float = 60.0  # seconds of silence before a replication link is dropped
+    masterauth: str = ""  # password for a primary's client port (REPLICAOF)
+    min_replicas_to_ack: int = 0  # replicas that must acknowledge a write before its reply
+    repl_ack_timeout: int = 1000  # ms a write waits for those acknowledgements
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -86,6 +91,14 @@ class Settings:
             object.__setattr__(self, "announce_addr", self.bind)
         if self.proto_max_bulk_len < 1024 * 1024:
             raise ConfigError("proto-max-bulk-len must be at least 1mb")
+        if self.repl_backlog_size < 16 * 1024:
+            raise ConfigError("repl-backlog-size must be at least 16kb")
+        if self.repl_timeout <= 0:
+            raise ConfigError("repl-timeout must be > 0")
+        if self.min_replicas_to_ack < 0:
+            raise ConfigError("min-replicas-to-ack must be >= 0")
+        if self.repl_ack_timeout <= 0:
+            raise ConfigError("repl-ack-timeout must be > 0 (ms)")
 
     @property
     def snapshot_path(self) -> Path:
@@ -114,6 +127,10 @@ _CONVERT: dict[str, Any] = {
     "max_multibulk_len": int,
     "client_query_buffer_limit": parse_memory,
     "client_output_buffer_limit": parse_memory,
+    "repl_backlog_size": parse_memory,
+    "repl_timeout": float,
+    "min_replicas_to_ack": int,
+    "repl_ack_timeout": int,
 }
 
 
@@ -146,6 +163,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--cluster-enabled", help="yes: serve as a cluster node (topology from the admin port or --cluster-config)")
     a("--cluster-config", help="static cluster topology JSON file (cluster mode without a control plane)")
     a("--announce-addr", help="address clients and peers reach this node at (default: --bind)")
+    a("--repl-backlog-size", help="replication stream kept for partial resyncs, e.g. 64mb (default 64mb)")
+    a("--repl-timeout", help="seconds of silence before a replication link is dropped (default 60)")
+    a("--masterauth", help="password sent to a primary's client port after REPLICAOF")
+    a("--min-replicas-to-ack", help="replicas that must acknowledge a write before it is answered (default 0)")
+    a("--repl-ack-timeout", help="ms a write waits for those acknowledgements, then -NOREPLICAS (default 1000)")
 
 
 def load_settings(

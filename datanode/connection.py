@@ -143,9 +143,6 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.backlogged = False
-        self.blocked = False  # waiting for unblock(): reading paused
-        self.pending: list[list[bytes]] = []  # commands read while blocked
-        self.in_exec = False  # running EXEC's queued commands
 
     def data_received(self, data: bytes) -> None:
         if self.closing:

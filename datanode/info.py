@@ -93,7 +93,9 @@ def _memory(node: DataNode) -> list[tuple[str, object]]:
 
 
 def _persistence(node: DataNode) -> list[tuple[str, object]]:
-    return [*node.snapshots.info().items(), ("aof_enabled", 0)]
+    fields = node.snapshots.info()
+    fields.update(node.replication.loading_info())
+    return [*fields.items(), ("aof_enabled", 0)]
 
 
 def _stats(node: DataNode) -> list[tuple[str, object]]:
@@ -109,6 +111,7 @@ def _stats(node: DataNode) -> list[tuple[str, object]]:
         ("evicted_keys", ks.evicted_keys),
         ("keyspace_hits", ks.hits),
         ("keyspace_misses", ks.misses),
+        *node.replication.stats_info(),
     ]
 
 

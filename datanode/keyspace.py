@@ -392,12 +392,16 @@ class Keyspace:
             yield key, value, at
 
     def drop_slot_batch(self, slot: int, batch: int = 1000) -> int:
-        """Delete up to ``batch`` keys of ``slot``; returns how many were deleted."""
+        """Delete up to ``batch`` keys of ``slot``; returns how many were deleted.
+        Each deletion is reported to ``on_delete`` (replicas drop the keys too)."""
         d = self.slots[slot]
+        on_delete = self.on_delete
         n = 0
         for key in list(islice(d, batch)):
             self._remove(d, key, d[key])
             self.touch(key)
+            if on_delete is not None:
+                on_delete(key)
             n += 1
         return n
 

@@ -23,6 +23,7 @@ from .errors import OOM, WRITE_FENCED
 from .identity import load_or_create_node_id
 from .info import rss_bytes
 from .keyspace import Keyspace, wall_ms
+from .replication import Replication
 from .routing import route
 from .snapshot import Snapshotter
 
@@ -89,8 +90,10 @@ class DataNode:
         # Write permit (fencing): None = no permit configured (writes always allowed);
         # else the time.monotonic() deadline after which writes are refused.
         self.permit_deadline: float | None = None
-        # Replication (datanode.replication); None until the module is wired.
+        # Replication (datanode.replication): ``repl`` is the per-write hook object, None
+        # while no hook is needed (a primary that never had a replica).
         self.repl: Any = None
+        self.replication = Replication(self)
         self._drop_task: asyncio.Task[None] | None = None
         self.active_expire = True
         self.peak_memory = 0
@@ -109,6 +112,7 @@ class DataNode:
         if self.settings.cluster_config:
             self.set_topology(read_topology_file(self.settings.cluster_config))
         self.snapshots.load()
+        self.replication.start()
         loop = asyncio.get_running_loop()
         s = self.settings
         client = await loop.create_server(
@@ -153,6 +157,7 @@ class DataNode:
         if self._cron is not None:
             self._cron.cancel()
         self.snapshots.abort_child()
+        self.replication.stop()
         self._closed.set()
         return True
 
@@ -282,21 +287,26 @@ class DataNode:
         self.view = view
         self.cluster_mode = True
         lost = self._slots_lost(old, view)
+        mine = view.my_shard.id if view.my_shard is not None else None
+        here = [s for s, owner in enumerate(view.owner) if owner is not None and owner.id == mine]
+        here_set = set(here)
         for slot in list(self.migrating):
-            if view.owner[slot] is None or view.my_shard is None or view.owner[slot].id != view.my_shard.id:
-                del self.migrating[slot]
+            if slot not in here_set:
+                del self.migrating[slot]  # moved away: the export is over
         for slot in list(self.importing):
-            if view.my_shard is not None and view.owner[slot] is not None and view.owner[slot].id == view.my_shard.id:
-                del self.importing[slot]
+            if slot in here_set:
+                del self.importing[slot]  # now ours: the import is over
         self.update_gates()
         log.info(
             "topology epoch %d applied (%s, %d slots here)",
             topology.epoch,
             "primary" if view.is_primary else ("replica" if view.myself else "not a member"),
-            sum(1 for s in (view.owner if view.my_shard else ()) if s is not None and s.id == view.my_shard.id),
+            len(here),
         )
         if lost:
             self.drop_slots(lost)
+        if self.settings.cluster_config:
+            self.replication.follow_topology()
         return True
 
     def _slots_lost(self, old: ClusterView | None, new: ClusterView) -> list[int]:
@@ -313,6 +323,10 @@ class DataNode:
                     lost.append(slot)
         return lost
 
+    def cancel_drops(self, slots: list[int]) -> None:
+        """Forget pending background drops of these slots (an import takes them over)."""
+        self._drops.difference_update(slots)
+
     def drop_slots(self, slots: list[int]) -> None:
         """Delete these slots' keys in the background, in small batches."""
         self._drops.update(slots)
@@ -323,6 +337,9 @@ class DataNode:
         dropped = 0
         while self._drops:
             slot = min(self._drops)
+            if slot in self.importing:
+                self._drops.discard(slot)  # being imported again: the import owns it
+                continue
             if self.view is not None and self.view.my_shard is not None:
                 owner = self.view.owner[slot]
                 if owner is not None and owner.id == self.view.my_shard.id:
@@ -350,12 +367,15 @@ class DataNode:
         if repl is not None:
             effects = conn.effects
             conn.effects = None
-            return repl.after_write(conn, argv if effects is None else effects, reply)
+            return repl.after_write(conn, [argv] if effects is None else effects, reply)
         conn.effects = None
         return reply
 
     def run_transaction(self, conn: Connection, queued: list[list[bytes]]) -> bytes:
         """EXEC: run the queued commands back to back; one array of their replies."""
+        repl = self.repl
+        if repl is not None:
+            return repl.run_transaction(conn, queued)
         return resp.array([conn.execute(argv) for argv in queued])
 
     # ------------------------------------------------------------------ facts for INFO
@@ -367,21 +387,14 @@ class DataNode:
         return self.base_memory + self.ks.mem
 
     def role_name(self) -> str:
-        if self.view is not None and self.view.myself is not None and not self.view.is_primary:
-            return "replica"
-        return "master"
+        return self.replication.role_name()
 
     def replication_offsets(self) -> dict[str, int]:
         """Replication offsets known here by node id (CLUSTER SHARDS shows them)."""
-        return {}
+        return self.replication.offsets()
 
     def replication_info(self) -> list[tuple[str, object]]:
-        return [
-            ("role", self.role_name()),
-            ("connected_slaves", 0),
-            ("master_replid", self.run_id),
-            ("master_repl_offset", 0),
-        ]
+        return self.replication.info()
 
 
 def read_topology_file(path: str) -> Topology:

@@ -10,6 +10,7 @@ from . import (
     keys,
     lists,
     persistence,
+    replication,
     server,
     sets,
     strings,
@@ -35,6 +36,7 @@ GROUPS = [
         cluster,
         admin,
         transfer,
+        replication,
     )
 ]
 
