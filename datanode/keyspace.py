@@ -18,14 +18,13 @@ to date on every write: strings exactly, collections by their handlers through
 from __future__ import annotations
 
 import heapq
-from itertools import islice
 import random
 import time
+from binascii import crc_hqx
 from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
-
-from binascii import crc_hqx
 
 from clusterstate.slots import SLOT_COUNT, key_slot
 
@@ -73,7 +72,11 @@ class Keyspace:
 
     def __init__(self, clock: Callable[[], int] = wall_ms) -> None:
         self.clock = clock
-        self.slots: list[dict[bytes, Any]] = [{} for _ in range(SLOT_COUNT)]
+        # Every key and its value in one dict (lookups and overwrites need no slot),
+        # and each key again in its slot's index (key -> None, insertion ordered), so
+        # one slot's keys are counted, listed, exported or dropped alone.
+        self.data: dict[bytes, Any] = {}
+        self.slots: list[dict[bytes, None]] = [{} for _ in range(SLOT_COUNT)]
         self.expires: dict[bytes, int] = {}
         self._heap: list[tuple[int, bytes]] = []
         self.count = 0
@@ -98,7 +101,7 @@ class Keyspace:
     # ------------------------------------------------------------------ lookups
     def get(self, key: bytes) -> Any:
         """Read lookup: the value, or None if absent or expired (counts hits/misses)."""
-        v = self.slots[crc_hqx(key, 0) & 16383 if 123 not in key else key_slot(key)].get(key)
+        v = self.data.get(key)
         if v is not None:
             exp = self.expires
             if exp and key in exp and exp[key] <= self.clock():
@@ -115,7 +118,7 @@ class Keyspace:
 
     def get_for_write(self, key: bytes) -> Any:
         """Write lookup: like :meth:`get` but without hit/miss accounting."""
-        v = self.slots[crc_hqx(key, 0) & 16383 if 123 not in key else key_slot(key)].get(key)
+        v = self.data.get(key)
         if v is not None:
             exp = self.expires
             if exp and key in exp and exp[key] <= self.clock():
@@ -155,15 +158,16 @@ class Keyspace:
     # ------------------------------------------------------------------ writes
     def set(self, key: bytes, value: Any, keep_ttl: bool = False) -> None:
         """Store ``value`` at ``key``; the TTL is cleared unless ``keep_ttl``."""
-        d = self.slots[crc_hqx(key, 0) & 16383 if 123 not in key else key_slot(key)]
-        old = d.get(key)
+        data = self.data
+        old = data.get(key)
         if old is None:
             self.count += 1
+            self.slots[crc_hqx(key, 0) & 16383 if 123 not in key else key_slot(key)][key] = None
         elif type(old) is bytes:
             self.mem -= len(key) + len(old) + ENTRY_OVERHEAD
         else:
             self.mem -= estimate_size(key, old)
-        d[key] = value
+        data[key] = value
         if type(value) is bytes:
             self.mem += len(key) + len(value) + ENTRY_OVERHEAD
         else:
@@ -177,19 +181,19 @@ class Keyspace:
 
     def delete(self, key: bytes) -> bool:
         """Delete ``key``; False if it was absent (or already expired)."""
-        d = self.slots[key_slot(key)]
-        v = d.get(key)
+        v = self.data.get(key)
         if v is None:
             return False
         exp = self.expires
         if exp and key in exp and exp[key] <= self.clock():
             self._expire(key)
             return False
-        self._remove(d, key, v)
+        self._remove(self.slots[key_slot(key)], key, v)
         return True
 
-    def _remove(self, d: dict[bytes, Any], key: bytes, v: Any) -> None:
+    def _remove(self, d: dict[bytes, None], key: bytes, v: Any) -> None:
         del d[key]
+        del self.data[key]
         self.count -= 1
         self.mem -= estimate_size(key, v)
         if self.expires:
@@ -224,6 +228,7 @@ class Keyspace:
         for keys in self.watched.values():
             for client in keys:
                 client.dirty = True
+        self.data = {}
         self.slots = [{} for _ in range(SLOT_COUNT)]
         self.expires = {}
         self._heap = []
@@ -231,6 +236,17 @@ class Keyspace:
         self.mem = 0
         if self.lru is not None:
             self.lru = {}
+
+    def adopt(self, other: Keyspace) -> None:
+        """Hold what ``other`` holds, in O(1) (a full sync swaps in the loaded keyspace;
+        connections keep this object). Watchers see their keys changed."""
+        self.flush()
+        self.data = other.data
+        self.slots = other.slots
+        self.expires = other.expires
+        self._heap = other._heap
+        self.count = other.count
+        self.mem = other.mem
 
     # ------------------------------------------------------------------ WATCH
     def touch(self, key: bytes) -> None:
@@ -243,11 +259,10 @@ class Keyspace:
     def _expire(self, key: bytes) -> None:
         if not self.expire_deletes:
             return
-        d = self.slots[key_slot(key)]
-        v = d.get(key)
+        v = self.data.get(key)
         if v is None:
             return
-        self._remove(d, key, v)
+        self._remove(self.slots[key_slot(key)], key, v)
         self.expired_keys += 1
         self.touch(key)
         if self.on_delete is not None:
@@ -296,11 +311,10 @@ class Keyspace:
             key = self._eviction_candidate()
             if key is None:
                 return False
-            d = self.slots[key_slot(key)]
-            v = d.get(key)
+            v = self.data.get(key)
             if v is None:
                 continue
-            self._remove(d, key, v)
+            self._remove(self.slots[key_slot(key)], key, v)
             self.evicted_keys += 1
             self.touch(key)
             if self.on_delete is not None:
@@ -361,13 +375,11 @@ class Keyspace:
         """``(key, value, expire_at_ms or None)`` for every live key."""
         now = self.clock()
         exp = self.expires
-        for d in self.slots:
-            if d:
-                for key, value in list(d.items()):
-                    at = exp.get(key) if exp else None
-                    if at is not None and at <= now:
-                        continue
-                    yield key, value, at
+        for key, value in list(self.data.items()):
+            at = exp.get(key) if exp else None
+            if at is not None and at <= now:
+                continue
+            yield key, value, at
 
     # ------------------------------------------------------------------ per-slot views
     def count_in_slot(self, slot: int) -> int:
@@ -385,7 +397,11 @@ class Keyspace:
         """``(key, value, expire_at)`` of one slot's live keys."""
         now = self.clock()
         exp = self.expires
-        for key, value in list(self.slots[slot].items()):
+        data = self.data
+        for key in list(self.slots[slot]):
+            value = data.get(key)
+            if value is None:
+                continue
             at = exp.get(key) if exp else None
             if at is not None and at <= now:
                 continue
@@ -398,7 +414,7 @@ class Keyspace:
         on_delete = self.on_delete
         n = 0
         for key in list(islice(d, batch)):
-            self._remove(d, key, d[key])
+            self._remove(d, key, self.data[key])
             self.touch(key)
             if on_delete is not None:
                 on_delete(key)
@@ -406,7 +422,7 @@ class Keyspace:
         return n
 
 
-def _random_member(d: dict[bytes, Any]) -> bytes:
+def _random_member(d: dict[bytes, None]) -> bytes:
     n = len(d)
     if n == 1:
         return next(iter(d))

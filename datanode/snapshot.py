@@ -46,8 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterstate.slots import key_slot
-
 from .codec import CodecError, EntryDecoder, StreamTruncated, encode_dicts
 
 log = logging.getLogger(__name__)
@@ -97,12 +95,10 @@ def _unlink(path: Path) -> None:
 
 def _live_count(ks: Any, now: int) -> int:
     """Exact number of keys live at ``now`` (what :func:`encode_dicts` will write)."""
-    slots = ks.slots
-    total = 0
-    for d in slots:
-        total += len(d)
+    data = ks.data
+    total = len(data)
     for key, at in ks.expires.items():
-        if at <= now and key in slots[key_slot(key)]:
+        if at <= now and key in data:
             total -= 1
     return total
 
@@ -127,7 +123,7 @@ def write_snapshot(
             f.write(header)
             crc = zlib.crc32(header)
             size = len(header)
-            for chunk in encode_dicts(ks.slots, ks.expires, now, CHUNK, tally=tally):
+            for chunk in encode_dicts([ks.data], ks.expires, now, CHUNK, tally=tally):
                 crc = zlib.crc32(chunk, crc)
                 f.write(chunk)
                 size += len(chunk)

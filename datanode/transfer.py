@@ -374,7 +374,7 @@ class SlotTransfers:
                 i, n = 0, len(names)
                 while i < n:
                     self._check_export(ex, slot)
-                    d = ks.slots[slot]  # re-read: FLUSHALL swaps the dicts
+                    d = ks.data  # re-read: FLUSHALL swaps the dicts
                     exp = ks.expires
                     now = ks.clock()
                     stop = min(n, i + SCAN_LIMIT)

@@ -240,7 +240,7 @@ def test_trailing_garbage_is_refused(snap_path: Path) -> None:
 def test_failed_save_leaves_previous_snapshot_and_no_temp_file(snap_path: Path) -> None:
     node = saved(snap_path)
     before = snap_path.read_bytes()
-    node.ks.slots[0][b"broken"] = ["not a value type"]  # the encoder refuses it mid-file
+    node.ks.data[b"broken"] = ["not a value type"]  # the encoder refuses it mid-file
     node.dirty = 5
     snap = Snapshotter(node, snap_path)
     with pytest.raises(SnapshotError, match=str(snap_path)):

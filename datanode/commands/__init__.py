@@ -2,7 +2,6 @@
 
 from . import (
     admin,
-    transfer,
     cluster,
     connection,
     hashes,
@@ -15,6 +14,7 @@ from . import (
     sets,
     strings,
     transactions,
+    transfer,
     zsets,
 )
 from .table import CommandSpec, build_table

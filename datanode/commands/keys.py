@@ -286,6 +286,7 @@ def scan(c: Connection, argv: list[bytes]) -> bytes:
         return resp.array([resp.bulk(b"0"), resp.EMPTY_ARRAY])
     ks = c.ks
     slots = ks.slots
+    data = ks.data
     exp = ks.expires
     now = ks.clock()
     found: list[bytes] = []
@@ -295,9 +296,10 @@ def scan(c: Connection, argv: list[bytes]) -> bytes:
         slot += 1
         if not d:
             continue
-        for key, value in d.items():
+        for key in d:
             if exp and key in exp and exp[key] <= now:
                 continue
+            value = data[key]
             if match is not None and not match(key):
                 continue
             if want_type is not None and TYPE_NAMES[type(value)] != want_type:

@@ -45,7 +45,7 @@ def keyspace_digest(ks: Any) -> tuple[str, int]:
     get_at = ks.expires.get
     from_bytes = int.from_bytes
     pack = _HEAD.pack
-    for d in ks.slots:
+    for d in (ks.data,):
         if not d:
             continue
         count += len(d)

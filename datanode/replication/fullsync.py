@@ -77,7 +77,7 @@ def write_fullsync(fd: int, ks: Any, now: int, head: bytes, timeout: float) -> t
     out.write(head + b"%s %d\r\n" % (HEADER, count))
     crc = 0
     tally = [0]
-    for chunk in encode_dicts(ks.slots, ks.expires, now, CHUNK, tally=tally):
+    for chunk in encode_dicts([ks.data], ks.expires, now, CHUNK, tally=tally):
         crc = zlib.crc32(chunk, crc)
         out.write(chunk)
     if tally[0] != count:
@@ -194,11 +194,4 @@ def adopt(live: Any, loaded: Any) -> None:
     """Make ``live`` hold what ``loaded`` holds, in O(1) (connections keep ``live``).
 
     WATCHers of ``live`` see their keys changed (as after FLUSHALL)."""
-    live.flush()
-    live.slots = loaded.slots
-    live.expires = loaded.expires
-    live._heap = loaded._heap  # the expiry heap belongs with ``expires``
-    live.count = loaded.count
-    live.mem = loaded.mem
-    if live.lru is not None:
-        live.lru = {}
+    live.adopt(loaded)
