@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 _NOAUTH = resp.error(NOAUTH)
 
 
+_NO_FAST_PATH: dict[bytes, Any] = {}
+
+
 class _Blocked(bytes):
     """The type of BLOCKED: a reply that will come later."""
 
@@ -170,10 +173,9 @@ class Connection(asyncio.Protocol):
         ``pending`` and reading pauses until :meth:`unblock`.
         """
         server = self.server
-        fast = self.authed and self.multi is None
-        gate_writes = server.gate_writes
+        # Commands that may skip the generic checks right now (server.update_gates).
+        table = server.fast_table if self.authed and self.multi is None else _NO_FAST_PATH
         fast_slots = server.fast_slots
-        table = self.table
         out: list[bytes] = []
         append = out.append
         i = 0
@@ -182,10 +184,7 @@ class Connection(asyncio.Protocol):
             spec = table.get(argv[0])
             if (
                 spec is None
-                or not fast
-                or not spec.fast_path
-                or (gate_writes and spec.write)
-                or ((len(argv) != spec.arity) if spec.arity > 0 else (len(argv) < -spec.arity))
+                or not spec.min_args <= len(argv) <= spec.max_args
                 or (
                     fast_slots is not None
                     and spec.keyed
@@ -199,7 +198,7 @@ class Connection(asyncio.Protocol):
                 append(reply)
                 if self.closing:
                     break
-                fast = self.authed and self.multi is None
+                table = server.fast_table if self.authed and self.multi is None else _NO_FAST_PATH
                 continue
             try:
                 reply = spec.handler(self, argv)

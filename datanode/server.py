@@ -200,6 +200,11 @@ class DataNode:
             or self.permit_deadline is not None
             or (repl is not None and repl.gates_writes())
         )
+        self.fast_table = {
+            name: spec
+            for name, spec in self.table.items()
+            if spec.fast_path and not (spec.write and self.gate_writes)
+        }
         self.gate_reads = self.cluster_mode
         if not self.cluster_mode:
             self.fast_slots = None

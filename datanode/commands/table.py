@@ -53,6 +53,8 @@ class CommandSpec:
     stale_ok: bool = False
     fast_path: bool = True  # False: always through Connection.execute
     single_key: bool = False  # exactly one key, at argv[1]
+    min_args: int = 0  # len(argv) bounds from the arity
+    max_args: int = 0
 
     def keys(self, argv: list[bytes]) -> list[bytes]:
         """The key arguments of ``argv`` by this command's key positions."""
@@ -93,6 +95,8 @@ def make_spec(name: str, handler: Handler, meta: dict[str, Any] | None = None) -
         stale_ok="stale" in flags,
         fast_path=name.partition("|")[0] not in _CONNECTION_STATE,
         single_key=(first, last, step) == (1, 1, 1) and "movablekeys" not in flags,
+        min_args=abs(m["arity"]),
+        max_args=m["arity"] if m["arity"] > 0 else 1 << 30,
     )
 
 
