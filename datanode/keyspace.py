@@ -160,18 +160,21 @@ class Keyspace:
         """Store ``value`` at ``key``; the TTL is cleared unless ``keep_ttl``."""
         data = self.data
         old = data.get(key)
+        data[key] = value
+        if type(value) is bytes:
+            if type(old) is bytes:  # the common overwrite: only the value size changes
+                self.mem += len(value) - len(old)
+            else:
+                self.mem += len(key) + len(value) + ENTRY_OVERHEAD - (
+                    0 if old is None else estimate_size(key, old)
+                )
+        else:
+            self.mem += estimate_size(key, value) - (
+                0 if old is None else estimate_size(key, old)
+            )
         if old is None:
             self.count += 1
             self.slots[crc_hqx(key, 0) & 16383 if 123 not in key else key_slot(key)][key] = None
-        elif type(old) is bytes:
-            self.mem -= len(key) + len(old) + ENTRY_OVERHEAD
-        else:
-            self.mem -= estimate_size(key, old)
-        data[key] = value
-        if type(value) is bytes:
-            self.mem += len(key) + len(value) + ENTRY_OVERHEAD
-        else:
-            self.mem += estimate_size(key, value)
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
 

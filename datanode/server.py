@@ -364,16 +364,16 @@ class DataNode:
         """Bookkeeping after a write ran: snapshot dirtiness, WATCH, replication.
         Returns the reply to send (or BLOCKED while replicas must acknowledge it)."""
         self.dirty += 1
-        ks = self.ks
-        if ks.watched:
+        if self.ks.watched:
+            ks = self.ks
             for key in spec.keys(argv):
                 ks.touch(key)
         repl = self.repl
-        if repl is not None:
-            effects = conn.effects
+        effects = conn.effects
+        if effects is not None:
             conn.effects = None
+        if repl is not None:
             return repl.after_write(conn, [argv] if effects is None else effects, reply)
-        conn.effects = None
         return reply
 
     def run_transaction(self, conn: Connection, queued: list[list[bytes]]) -> bytes:
