@@ -48,6 +48,7 @@ class KeyKind(enum.StrEnum):
     REPLICA_ID = "replica-ids"
     COORDINATOR_LEADER = "coordinator/leader"
     HISTORY = "history"
+    INTENT = "intents"  # operator intents recorded by the coordinator API
 
     @property
     def singleton(self) -> bool:
