@@ -28,9 +28,9 @@ $(VENV)/.stamp: pyproject.toml
 	bash scripts/install-redis-tools.sh
 	touch $@
 
+# A whole local cluster: etcd, Consul, 2 coordinators, 3 shards x 1 replica.
 run: setup
-	mkdir -p data
-	$(VENV)/bin/slotkeeper datanode --port 7000 --dir ./data
+	$(VENV)/bin/slotkeeper up
 
 # pytest exits 5 when it collected nothing; say so plainly: an empty run is a
 # failure (a broken conftest or testpaths must not pass CI).

@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "datanode": ("datanode.main", "run", "run a data node (the RESP server)"),
     "sidecar": ("sidecar.main", "run", "run the sidecar beside a data node (etcd, Consul, role)"),
     "coordinator": ("coordinator.main", "run", "run a coordinator (one is elected leader)"),
+    "up": ("slotkeeper.up", "run", "start a whole local cluster (etcd, Consul, coordinators, nodes)"),
     "cluster-config": (
         "slotkeeper.static_config", "run", "write a static cluster topology for --cluster-config"
     ),
