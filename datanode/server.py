@@ -24,7 +24,7 @@ from .identity import load_or_create_node_id
 from .info import rss_bytes
 from .keyspace import Keyspace, wall_ms
 from .replication import Replication
-from .routing import route
+from .routing import CLUSTERDOWN, route
 from .snapshot import Snapshotter
 
 if TYPE_CHECKING:
@@ -199,6 +199,7 @@ class DataNode:
             self.ks.maxmemory > 0
             or self.permit_deadline is not None
             or (repl is not None and repl.gates_writes())
+            or (self.cluster_mode and (self.view is None or self.view.topology is None))
         )
         self.fast_table = {
             name: spec
@@ -233,6 +234,8 @@ class DataNode:
             if refusal is not None:
                 return refusal
         if spec.write:
+            if self.cluster_mode and (self.view is None or self.view.topology is None):
+                return CLUSTERDOWN  # no view yet: keyless writes (FLUSHALL) wait too
             if self.repl is not None:
                 refusal = self.repl.refuse_write(conn, spec)
                 if refusal is not None:

@@ -236,10 +236,26 @@ class Datanode:
         return {int(k): v for k, v in reply.items()} if isinstance(reply, dict) else {}
 
 
-async def fence_or_confirm_gone(host: str, port: int, timeout: float) -> str:
+async def fence_or_confirm_gone(
+    host: str, port: int, timeout: float, attempts: int = 3, pause: float = 0.02
+) -> str:
     """After the monitor lost the data node: ``"gone"`` if its admin port refuses
     connections (the process is dead), ``"fenced"`` if a fresh connection got
-    ``WRITE-PERMIT REVOKE`` acknowledged, ``"unknown"`` otherwise (hung)."""
+    ``WRITE-PERMIT REVOKE`` acknowledged, ``"unknown"`` otherwise (hung).
+
+    A process being killed closes its connections a moment before its listening
+    socket, so a check made in that moment can connect and then be reset: it is
+    tried again a few times before the answer is "unknown"."""
+    for attempt in range(attempts):
+        fate = await _fence_or_confirm_gone_once(host, port, timeout)
+        if fate != "unknown":
+            return fate
+        if attempt + 1 < attempts:
+            await asyncio.sleep(pause)
+    return "unknown"
+
+
+async def _fence_or_confirm_gone_once(host: str, port: int, timeout: float) -> str:
     conn = AdminConnection(host, port, timeout=timeout)
     try:
         await conn.connect()

@@ -356,3 +356,15 @@ def test_not_in_cluster_mode_cluster_commands_error(datanode) -> None:
     with pytest.raises(redis.ResponseError, match="cluster support disabled"):
         datanode.client().execute_command("CLUSTER", "SLOTS")
     wait_until(datanode.answers, timeout=5)
+
+
+def test_keyless_writes_wait_for_a_view(tmp_path) -> None:
+    """A cluster node that has no view yet refuses every write, keyless ones too."""
+    node = start_datanode(tmp_path / "d", "--cluster-enabled", "yes")
+    try:
+        c = node.client()
+        with pytest.raises(redis.exceptions.ClusterDownError):
+            c.flushall()
+        assert c.dbsize() == 0
+    finally:
+        node.stop()
