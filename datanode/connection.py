@@ -117,7 +117,7 @@ class Connection(asyncio.Protocol):
         self.in_exec = False  # running EXEC's queued commands
 
     # ------------------------------------------------------------------ asyncio callbacks
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
@@ -219,6 +219,8 @@ class Connection(asyncio.Protocol):
             append(reply)
         self.last_cmd = argv[0]
         transport = self.transport
+        if transport is None:
+            return
         if out:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
         if self.closing:

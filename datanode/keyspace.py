@@ -339,12 +339,12 @@ class Keyspace:
         best: bytes | None = None
         best_tick = 0
         for _ in range(5):
-            key = self.random_key()
-            if key is None:
+            sampled = self.random_key()
+            if sampled is None:
                 return None
-            tick = lru.get(key, 0)
+            tick = lru.get(sampled, 0)
             if best is None or tick < best_tick:
-                best, best_tick = key, tick
+                best, best_tick = sampled, tick
         return best
 
     # ------------------------------------------------------------------ whole-keyspace views

@@ -52,6 +52,13 @@ class Stats:
 class DataNode:
     """One data node: keyspace, clients, runtime configuration and lifecycle."""
 
+    settings: Settings
+    ks: Keyspace
+    requirepass: str
+    maxclients: int
+    snapshot_interval: float
+    cluster_mode: bool
+
     def __init__(self, settings: Settings, clock: Callable[[], int] = wall_ms) -> None:
         self.settings = settings
         self.ks = Keyspace(clock)

@@ -251,9 +251,13 @@ def run(argv: Sequence[str]) -> int:
         procs = build(layout)
         etcd, consul, *rest = procs
         etcd.start()
-        wait_for("etcd", lambda: http_json(
-            f"http://{LOOPBACK}:{layout.etcd_port}/health").get("health") == "true",  # type: ignore[union-attr]
-            30, [etcd])
+        etcd_health = f"http://{LOOPBACK}:{layout.etcd_port}/health"
+
+        def etcd_healthy() -> bool:
+            doc = http_json(etcd_health)
+            return isinstance(doc, dict) and doc.get("health") == "true"
+
+        wait_for("etcd", etcd_healthy, 30, [etcd])
         consul.start()
         wait_for("Consul", lambda: bool(http_json(
             f"http://{LOOPBACK}:{layout.consul_port}/v1/status/leader")), 30, [consul])
