@@ -38,6 +38,9 @@ class ConfigError(ValueError):
 class Config:
     cluster: str = "default"
     etcd: str = "127.0.0.1:2379"  # endpoints, comma-separated
+    etcd_cacert: str = ""  # TLS: CA bundle (PEM) that signed etcd's certificate
+    etcd_cert: str = ""  # TLS client certificate (PEM), with etcd_key
+    etcd_key: str = ""
     consul: str = ""  # Consul agent address; "" = do not register
     http_host: str = "127.0.0.1"  # the API listens here
     http_port: int = DEFAULT_HTTP_PORT
@@ -60,6 +63,7 @@ class Config:
             Keys(self.cluster)
         except KeyLayoutError as exc:
             raise ConfigError(str(exc)) from None
+        check_etcd_tls(self.etcd, self.etcd_cacert, self.etcd_cert, self.etcd_key)
         if not 0 < self.http_port < 65536:
             raise ConfigError(f"http-port must be 1-65535, got {self.http_port}")
         if self.log_level not in LOG_LEVELS:
@@ -129,6 +133,22 @@ _CONVERT: dict[str, Any] = {
 }
 
 
+def check_etcd_tls(etcd: str, cacert: str, cert: str, key: str) -> None:
+    """The etcd TLS flags agree with each other and the endpoints, and the files
+    can be read (EtcdStore reads them when the store is made; failing here says
+    so at start). TLS is on with https:// endpoints or any of the files."""
+    if bool(cert) != bool(key):
+        raise ConfigError("give both --etcd-cert and --etcd-key, or neither")
+    schemes = {ep.strip().partition("://")[0].lower() for ep in etcd.split(",") if "://" in ep}
+    if "http" in schemes and "https" in schemes:
+        raise ConfigError(f"--etcd {etcd}: endpoints mix http:// and https://")
+    if (cacert or cert) and "http" in schemes:
+        raise ConfigError(f"--etcd {etcd}: TLS files given, use https:// endpoints (or none)")
+    for flag, path in (("--etcd-cacert", cacert), ("--etcd-cert", cert), ("--etcd-key", key)):
+        if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            raise ConfigError(f"{flag} {path}: not a readable file")
+
+
 def _coerce(name: str, value: Any) -> Any:
     try:
         return _CONVERT.get(name, str)(value)
@@ -158,7 +178,12 @@ def parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--config", help="TOML file (keys as the flags; optionally under [coordinator])")
     a("--cluster", help="cluster name: keys live under /slotkeeper/<cluster>/ (default 'default')")
-    a("--etcd", help="etcd endpoints, comma-separated (default 127.0.0.1:2379)")
+    a("--etcd", help="etcd endpoints, comma-separated (default 127.0.0.1:2379); "
+      "https://host:port for TLS")
+    a("--etcd-cacert", help="etcd TLS: CA bundle (PEM) that signed etcd's certificate "
+      "(default: system roots); TLS is on with https:// endpoints or any --etcd-c*/--etcd-key")
+    a("--etcd-cert", help="etcd TLS client certificate (PEM; with --etcd-key)")
+    a("--etcd-key", help="etcd TLS client key (PEM; with --etcd-cert)")
     a("--consul", help="Consul agent host:port to register slotkeeper-coordinator with")
     a("--http-host", help="address the admin API listens on (default 127.0.0.1)")
     a("--http-port", help=f"admin API port (default {DEFAULT_HTTP_PORT})")

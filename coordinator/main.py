@@ -38,7 +38,13 @@ class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.keys = Keys(config.cluster)
-        self.store = EtcdStore(config.etcd, timeout=config.etcd_timeout)
+        self.store = EtcdStore(
+            config.etcd,
+            timeout=config.etcd_timeout,
+            ca_cert=config.etcd_cacert or None,
+            cert_cert=config.etcd_cert or None,
+            cert_key=config.etcd_key or None,
+        )
         self.consul = ConsulCatalog(config.consul) if config.consul else None
         self.elector = Elector(
             self.store,

@@ -16,7 +16,12 @@ Every library error is translated here into :mod:`dcs.errors`. With several
 endpoints, a request that finds its endpoint unavailable moves the store to the
 next one (the request itself still fails; the caller's retry uses the next).
 
-aetcd 1.0.0 only opens plaintext channels, so ``https://`` endpoints are refused.
+TLS: aetcd 1.0.0 opens its channel inside ``Client.connect`` with a hard-wired
+``grpc.aio.insecure_channel``. For TLS the store uses :class:`_TlsClient`, a
+subclass whose ``connect`` opens a ``grpc.aio.secure_channel`` with
+``grpc.ssl_channel_credentials`` instead (the library module is left as is).
+TLS is on for ``https://`` endpoints, when a CA or client certificate is given,
+or with ``tls=True``; without ``ca_cert`` the system's trusted roots are used.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from urllib.parse import urlsplit
 
 import aetcd
 import grpc
-from aetcd import rpc, transactions
+from aetcd import rpc, transactions, watcher
 from aetcd.utils import prefix_range_end
 
 from .errors import LeaseLost, StoreError, StoreUnavailable, WatchCompacted
@@ -93,9 +98,14 @@ _COMPARE_OPS: Mapping[CompareOp, int] = {
 class EtcdStore:
     """:class:`dcs.port.Store` on etcd v3.
 
-    ``endpoints``: ``"host:port"`` or ``"http://host:port"``, one or several.
+    ``endpoints``: ``"host:port"``, ``"http://host:port"`` or ``"https://host:port"``,
+    one or several (all http or all https).
     ``timeout``: seconds each request may take (gRPC deadline).
     ``reconnect``: the backoff between watch reconnects (attempts unbounded).
+    ``ca_cert``, ``cert_cert``, ``cert_key``: PEM files (the CA bundle that signed
+    etcd's server certificate; the client certificate and its key, both or
+    neither), read once here. ``tls``: force TLS on or off; by default it is on
+    for ``https://`` endpoints or when any of the files is given.
     """
 
     def __init__(
@@ -108,12 +118,20 @@ class EtcdStore:
         reconnect: RetryPolicy = DEFAULT_POLICY,
         sleep: Sleep = asyncio.sleep,
         channel_options: Mapping[str, Any] | None = None,
+        ca_cert: str | None = None,
+        cert_key: str | None = None,
+        cert_cert: str | None = None,
+        tls: bool | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
-        self._endpoints = [_parse_endpoint(e) for e in endpoints]
-        if not self._endpoints:
+        parsed = [_parse_endpoint(e) for e in endpoints]
+        if not parsed:
             raise ValueError("EtcdStore needs at least one endpoint")
+        self._endpoints = [(host, port) for _, host, port in parsed]
+        self._credentials = _tls_credentials(
+            {scheme for scheme, _, _ in parsed}, tls, ca_cert, cert_cert, cert_key
+        )
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
         if (username is None) != (password is None):
@@ -131,6 +149,11 @@ class EtcdStore:
 
     def __repr__(self) -> str:
         return f"EtcdStore({self.endpoint!r})"
+
+    @property
+    def tls(self) -> bool:
+        """Whether requests go over TLS."""
+        return self._credentials is not None
 
     @property
     def endpoint(self) -> str:
@@ -284,14 +307,18 @@ class EtcdStore:
             raise StoreError("etcd store is closed")
         if self._client is None:
             host, port = self._endpoints[self._index]
-            self._client = aetcd.Client(
+            settings: dict[str, Any] = dict(
                 host=host,
                 port=port,
                 username=self._username,
                 password=self._password,
-                timeout=self._timeout,  # type: ignore[arg-type]  # gRPC takes float seconds
+                timeout=self._timeout,  # gRPC takes float seconds
                 options=dict(self._options),
             )
+            if self._credentials is None:
+                self._client = aetcd.Client(**settings)
+            else:
+                self._client = _TlsClient(self._credentials, **settings)
         return self._client
 
     def _replace(self, client: aetcd.Client, why: str) -> None:
@@ -353,19 +380,112 @@ class EtcdStore:
         return StoreError(f"{where}: {details}")
 
 
+# --------------------------------------------------------------------------- TLS
+
+
+class _TlsClient(aetcd.Client):
+    """``aetcd.Client`` over a TLS channel.
+
+    aetcd 1.0.0 builds its channel inside ``connect`` (``rpc.insecure_channel``,
+    no hook), so this ``connect`` is the library's with the channel opened by
+    ``grpc.aio.secure_channel``: the same stubs, token login and watcher follow.
+    Everything else (requests, ``close``) is the library's own code. Re-check
+    this method when upgrading aetcd (pinned in pyproject.toml).
+    """
+
+    def __init__(self, credentials: grpc.ChannelCredentials, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._credentials = credentials
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        if self._is_connecting:  # type: ignore[has-type]  # another task is connecting: wait
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        try:
+            self._is_connecting = True
+            self.channel = grpc.aio.secure_channel(
+                f"{self._host}:{self._port}", self._credentials, options=list(self._options.items())
+            )
+            if self._username is not None and self._password is not None:
+                self.auth_stub = rpc.AuthStub(self.channel)
+                request = rpc.AuthenticateRequest(name=self._username, password=self._password)
+                resp = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+                self.metadata = (("token", resp.token),)
+            self.kvstub = rpc.KVStub(self.channel)
+            self.clusterstub = rpc.ClusterStub(self.channel)
+            self.leasestub = rpc.LeaseStub(self.channel)
+            self.maintenancestub = rpc.MaintenanceStub(self.channel)
+            self._watcher = watcher.Watcher(
+                rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+        except BaseException:
+            if self.channel is not None:  # a failed login: do not leak the channel
+                await self.channel.close()
+            self._init_channel_attrs()
+            raise
+        finally:
+            self._is_connecting = False
+
+
+def _tls_credentials(
+    schemes: set[str],
+    tls: bool | None,
+    ca_cert: str | None,
+    cert_cert: str | None,
+    cert_key: str | None,
+) -> grpc.ChannelCredentials | None:
+    """The channel credentials, or None for plaintext; ValueError for settings that
+    contradict each other or files that cannot be read."""
+    if "http" in schemes and "https" in schemes:
+        raise ValueError("etcd endpoints mix http:// and https://")
+    files = bool(ca_cert or cert_cert or cert_key)
+    if bool(cert_cert) != bool(cert_key):
+        raise ValueError("give both the etcd client certificate and its key, or neither")
+    if tls is None:
+        tls = "https" in schemes or files
+    if not tls:
+        if "https" in schemes:
+            raise ValueError("https:// etcd endpoints with tls=False")
+        if files:
+            raise ValueError("etcd TLS certificate files given with tls=False")
+        return None
+    if "http" in schemes:
+        raise ValueError("http:// etcd endpoints with TLS: use https://")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read_pem(ca_cert, "CA certificate"),
+        private_key=_read_pem(cert_key, "client key"),
+        certificate_chain=_read_pem(cert_cert, "client certificate"),
+    )
+
+
+def _read_pem(path: str | None, what: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ValueError(f"cannot read the etcd TLS {what} {path}: {exc}") from exc
+    if b"-----BEGIN" not in data:
+        raise ValueError(f"etcd TLS {what} {path} is not PEM")
+    return data
+
+
 # --------------------------------------------------------------------------- helpers
 
 
-def _parse_endpoint(endpoint: str) -> tuple[str, int]:
+def _parse_endpoint(endpoint: str) -> tuple[str, str, int]:
+    """``(scheme, host, port)``; scheme is "", "http" or "https"."""
     text = endpoint.strip()
     parts = urlsplit(text if "://" in text else f"//{text}")
-    if parts.scheme not in ("", "http"):
-        raise ValueError(
-            f"etcd endpoint {endpoint!r}: only plaintext http is supported (aetcd 1.0.0 has no TLS)"
-        )
+    if parts.scheme not in ("", "http", "https"):
+        raise ValueError(f"etcd endpoint {endpoint!r}: the scheme must be http or https")
     if not parts.hostname:
         raise ValueError(f"etcd endpoint {endpoint!r} has no host")
-    return parts.hostname, parts.port or DEFAULT_PORT
+    return parts.scheme, parts.hostname, parts.port or DEFAULT_PORT
 
 
 def _key_bytes(key: str) -> bytes:

@@ -34,11 +34,11 @@ class ConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class SidecarConfig:
     cluster: str = ""
-    etcd: tuple[str, ...] = ()  # endpoints "host:port"
+    etcd: tuple[str, ...] = ()  # endpoints "host:port" (or "https://host:port")
     etcd_user: str = ""
     etcd_password: str = ""
-    etcd_cacert: str = ""  # TLS: accepted, refused until the etcd adapter speaks TLS
-    etcd_cert: str = ""
+    etcd_cacert: str = ""  # TLS: CA bundle (PEM) that signed etcd's certificate
+    etcd_cert: str = ""  # TLS client certificate (PEM), with etcd_key
     etcd_key: str = ""
     etcd_timeout: float = 2.0  # seconds per etcd request (keepalives are bounded tighter)
     consul: str = ""  # "" : no Consul registration
@@ -74,12 +74,7 @@ class SidecarConfig:
             raise ConfigError(str(exc)) from None
         if not self.etcd:
             raise ConfigError("--etcd needs at least one endpoint")
-        tls = self.etcd_cacert or self.etcd_cert or self.etcd_key
-        if tls or any(ep.startswith("https://") for ep in self.etcd):
-            raise ConfigError(
-                "etcd TLS is not supported yet: the etcd adapter (dcs/etcd.py, aetcd 1.0.0) "
-                "only opens plaintext channels"
-            )
+        check_etcd_tls(",".join(self.etcd), self.etcd_cacert, self.etcd_cert, self.etcd_key)
         if bool(self.etcd_user) != bool(self.etcd_password):
             raise ConfigError("give both --etcd-user and --etcd-password, or neither")
         host, port = split_hostport(self.datanode, "--datanode")
@@ -115,6 +110,22 @@ class SidecarConfig:
     @property
     def health_url(self) -> str:
         return f"http://{self.advertise_addr}:{self.http_port}/health"
+
+
+def check_etcd_tls(etcd: str, cacert: str, cert: str, key: str) -> None:
+    """The etcd TLS flags agree with each other and the endpoints, and the files
+    can be read (EtcdStore reads them when the store is made; failing here says
+    so at start). TLS is on with https:// endpoints or any of the files."""
+    if bool(cert) != bool(key):
+        raise ConfigError("give both --etcd-cert and --etcd-key, or neither")
+    schemes = {ep.strip().partition("://")[0].lower() for ep in etcd.split(",") if "://" in ep}
+    if "http" in schemes and "https" in schemes:
+        raise ConfigError(f"--etcd {etcd}: endpoints mix http:// and https://")
+    if (cacert or cert) and "http" in schemes:
+        raise ConfigError(f"--etcd {etcd}: TLS files given, use https:// endpoints (or none)")
+    for flag, path in (("--etcd-cacert", cacert), ("--etcd-cert", cert), ("--etcd-key", key)):
+        if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            raise ConfigError(f"{flag} {path}: not a readable file")
 
 
 def split_hostport(text: str, what: str) -> tuple[str, int]:
@@ -166,12 +177,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--config", help="TOML file with settings (keys as the flags, with - or _)")
     a("--cluster", help="cluster name: keys live under /slotkeeper/<cluster>/ (required)")
     a("--etcd", action="append",
-      help="etcd endpoint host:port; repeat or comma-separate for several (required)")
+      help="etcd endpoint host:port (https://host:port for TLS); repeat or comma-separate "
+      "for several (required)")
     a("--etcd-user", help="etcd user (with --etcd-password)")
     a("--etcd-password", help="etcd password (prefer the environment: SLOTKEEPER_SIDECAR_ETCD_PASSWORD)")
-    a("--etcd-cacert", help="etcd TLS CA bundle (not supported yet by the etcd adapter)")
-    a("--etcd-cert", help="etcd TLS client certificate (not supported yet)")
-    a("--etcd-key", help="etcd TLS client key (not supported yet)")
+    a("--etcd-cacert", help="etcd TLS: CA bundle (PEM) that signed etcd's certificate "
+      "(default: system roots); TLS is on with https:// endpoints or any --etcd-c*/--etcd-key")
+    a("--etcd-cert", help="etcd TLS client certificate (PEM; with --etcd-key)")
+    a("--etcd-key", help="etcd TLS client key (PEM; with --etcd-cert)")
     a("--etcd-timeout", help="seconds per etcd request (default 2)")
     a("--consul", help="Consul agent address host:port or URL (default: no Consul registration)")
     a("--consul-token", help="Consul ACL token (or CONSUL_HTTP_TOKEN)")

@@ -91,6 +91,8 @@ class Sidecar:
             self._store = EtcdStore(
                 list(c.etcd), timeout=c.etcd_timeout,
                 username=c.etcd_user or None, password=c.etcd_password or None,
+                ca_cert=c.etcd_cacert or None, cert_cert=c.etcd_cert or None,
+                cert_key=c.etcd_key or None,
             )
         return self._store
 

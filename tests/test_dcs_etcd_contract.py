@@ -554,7 +554,7 @@ async def test_etcd_with_authentication(tmp_path: Path) -> None:
         server.stop()
 
 
-@pytest.mark.parametrize("endpoints", [[], "", ["https://127.0.0.1:2379"], ["http://"]])
+@pytest.mark.parametrize("endpoints", [[], "", ["ftp://127.0.0.1:2379"], ["http://"]])
 def test_etcd_endpoint_validation(endpoints: object) -> None:
     with pytest.raises(ValueError):
         EtcdStore(endpoints)  # type: ignore[arg-type]

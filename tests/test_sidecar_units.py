@@ -570,8 +570,9 @@ def test_config_precedence_and_validation(tmp_path: Path) -> None:
     for argv, match in [
         (["--etcd", "a:1"], "--cluster is required"),
         (["--cluster", "c"], "at least one endpoint"),
-        (["--cluster", "c", "--etcd", "https://a:1"], "TLS"),
-        (["--cluster", "c", "--etcd", "a:1", "--etcd-cacert", "ca.pem"], "TLS"),
+        (["--cluster", "c", "--etcd", "a:1", "--etcd-cacert", str(tmp_path / "no.pem")],
+         "etcd-cacert"),
+        (["--cluster", "c", "--etcd", "a:1", "--etcd-cert", "c.pem"], "both"),
         (["--cluster", "bad/name", "--etcd", "a:1"], "cluster name"),
         (["--cluster", "c", "--etcd", "a:1", "--datanode", "0.0.0.0:1"], "advertise"),
         (["--cluster", "c", "--etcd", "a:1", "--etcd-user", "u"], "both"),
