@@ -52,7 +52,17 @@ from .intents import Intent, IntentKind, IntentState, Tags, intent_key, new_inte
 from .loop import Coordinator
 from .manual import refusal
 from .metrics import CONTENT_TYPE
+from .migrations import (
+    DEFAULT_BATCH,
+    epoch_ops,
+    migration_records,
+    new_migration_docs,
+    progress,
+    to_cancel,
+    unfinished,
+)
 from .openapi import ROUTES, document
+from .rebalance import PlanError, plan_from_view
 from .view import ClusterView, ViewError, load_view
 
 log = logging.getLogger(__name__)
@@ -263,7 +273,39 @@ class Api:
 
     async def migrations(self, request: web.Request) -> web.Response:
         view = await self._view()
-        return _json({"epoch": view.epoch, "migrations": migrations_doc(view)})
+        docs = migrations_doc(view)
+        body: dict[str, Any] = {"epoch": view.epoch, "migrations": docs}
+        if request.query.get("progress", "") not in ("", "0", "false"):
+            body["progress"] = progress(docs)
+        return _json(body)
+
+    async def cancel_migration(self, request: web.Request) -> web.Response:
+        """``DELETE /v1/migrations/<id>``: cancel the plan's pending migrations;
+        a running one finishes (its slots are committed)."""
+        mid = request.match_info["migration_id"]
+        view = await self._view()
+        if mid not in view.migrations:
+            raise ApiError(404, "unknown_migration", f"no migration {mid!r}")
+        ids = to_cancel(view, mid)
+        running = [m.id for m in view.topology.migrations
+                   if m.id == mid and m.state.value == "RUNNING"]
+        if not ids and not running:
+            raise ApiError(409, "finished", f"migration {mid} is finished", epoch=view.epoch)
+        if not ids:
+            return _json({"epoch": view.epoch, "cancelled": [], "finishing": running})
+        docs = {cid: {**view.migrations[cid], "state": "CANCELLED"} for cid in ids}
+        compares, ops, epoch = epoch_ops(
+            self.keys, view, docs, "migration-cancel",
+            f"operator cancelled {len(ids)} pending migration(s)", self.elector.instance_id,
+            self.clock())
+        fence = self.elector.fence()
+        if fence is not None:
+            compares.append(fence)
+        if not await self.store.cas(compares, ops):
+            raise ApiError(409, "conflict", "the cluster changed meanwhile: retry",
+                           epoch=view.epoch)
+        self.coordinator.wake()
+        return _json({"epoch": epoch, "cancelled": ids, "finishing": running})
 
     async def history(self, request: web.Request) -> web.Response:
         try:
@@ -335,6 +377,77 @@ class Api:
             updated=now,
         )
         return await self._submit(request, body, intent)
+
+    async def rebalance(self, request: web.Request) -> web.Response:
+        """``POST /v1/rebalance``: the plan of a scale out / scale in / rebalance.
+        Only ``dry_run`` is served: running a plan is not wired yet (501)."""
+        body = await self._body(request)
+        unknown = set(body) - {"kind", "nodes", "shard", "threshold", "dry_run", *_RESERVED}
+        if unknown:
+            raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(sorted(unknown))}")
+        kind = body.get("kind")
+        nodes = body.get("nodes") or []
+        shard = body.get("shard") or ""
+        threshold = body.get("threshold", 0.0)
+        dry_run = body.get("dry_run", False)
+        if kind not in ("scale_out", "scale_in", "rebalance"):
+            raise ApiError(400, "bad_request", "kind must be scale_out, scale_in or rebalance")
+        if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+            raise ApiError(400, "bad_request", "nodes must be a list of node ids")
+        if not isinstance(shard, str):
+            raise ApiError(400, "bad_request", "shard must be a shard id")
+        if type(threshold) not in (int, float) or not 0 <= threshold < 1:
+            raise ApiError(400, "bad_request", "threshold must be a number within [0, 1)")
+        if type(dry_run) is not bool:
+            raise ApiError(400, "bad_request", "dry_run must be a boolean")
+        expected = self._expected_epoch(request, body)
+        view = await self._view()
+        self._check_epoch(view, expected)
+        try:
+            planned = plan_from_view(view, kind, nodes=nodes, shard=shard,
+                                     threshold=float(threshold))
+        except PlanError as exc:
+            status = 404 if exc.code in ("unknown_node", "unknown_shard") else (
+                400 if exc.code == "bad_request" else 409)
+            raise ApiError(status, exc.code, str(exc), epoch=view.epoch) from None
+        if dry_run:
+            return _json({"epoch": view.epoch, "dry_run": True, "plan": planned.to_dict()})
+        if kind == "scale_out":
+            raise ApiError(501, "not_implemented",
+                           "running a scale out (creating shards) is not implemented yet: "
+                           "use dry_run", plan=planned.to_dict(), epoch=view.epoch)
+        busy = unfinished(view)
+        if busy:
+            raise ApiError(409, "migration_in_progress",
+                           f"{len(busy)} migration(s) not finished yet", epoch=view.epoch)
+        return await self._start_plan(view, planned)
+
+    async def _start_plan(self, view: ClusterView, planned: Any) -> web.Response:
+        """Write the plan's ``PENDING`` migrations with an epoch bump (they are
+        part of the served view); the loop runs them."""
+        epoch = view.epoch + 1
+        records = migration_records(planned.moves, epoch, DEFAULT_BATCH)
+        if not records:
+            return _json({"epoch": view.epoch, "dry_run": False, "plan": planned.to_dict(),
+                          "migrations": []})
+        docs = new_migration_docs(records, int(self.clock() * 1000), epoch)
+        compares, ops, epoch = epoch_ops(
+            self.keys, view, docs, "migration-plan",
+            f"{planned.kind}: {len(planned.moves)} slot(s) in {len(records)} migration(s)",
+            self.elector.instance_id, self.clock())
+        fence = self.elector.fence()
+        if fence is None:
+            await self._require_leader()
+        else:
+            compares.append(fence)
+        if not await self.store.cas(compares, ops):
+            current = await self._view()
+            raise ApiError(409, "conflict", "the cluster changed meanwhile: retry",
+                           epoch=current.epoch)
+        log.info("planned %s: %d migration(s) at epoch %d", planned.kind, len(records), epoch)
+        self.coordinator.wake()
+        return _json({"epoch": epoch, "dry_run": False, "plan": planned.to_dict(),
+                      "migrations": [m.id for m in records]}, status=202)
 
     async def _node_intent(
         self,

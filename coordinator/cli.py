@@ -1,5 +1,7 @@
 """Operator commands talking to the coordinator's admin API:
-``slotkeeper status|nodes|shards|history|hide|unhide|remove|failover|tag|pause|resume|settings``.
+``slotkeeper status|nodes|shards|history|hide|unhide|remove|failover|tag|pause|resume|settings``
+``rebalance|add-shard|remove-shard [--dry-run]`` (running a scale out is not wired
+yet) and ``migrations [--cancel ID]``.
 
 Entry point: ``coordinator.cli.run(command, argv) -> exit code``.
 
@@ -33,7 +35,8 @@ from typing import Any, TextIO
 UP_FILE = ".slotkeeper-up.json"
 COMMANDS = (
     "status", "nodes", "shards", "history", "hide", "unhide", "remove", "failover", "tag",
-    "pause", "resume", "settings",
+    "pause", "resume", "settings", "rebalance", "add-shard", "remove-shard",
+    "migrations",
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_PENDING = 0, 1, 2, 3, 4
@@ -212,6 +215,27 @@ def _parser(command: str) -> argparse.ArgumentParser:
                        help="refuse unless the cluster is at this epoch")
     if command == "history":
         p.add_argument("--limit", type=int, default=20)
+    if command == "add-shard":
+        p.add_argument("--nodes", help="spare node ids (or prefixes), comma separated, forming "
+                       "the new shard (default: every spare ONLINE node)")
+    if command == "remove-shard":
+        p.add_argument("shard", help="shard id (or a unique prefix)")
+    if command == "rebalance":
+        p.add_argument("--threshold", type=float, default=0.0,
+                       help="fraction of the mean under which nothing moves (default 0)")
+    if command == "migrations":
+        p.add_argument("--cancel", metavar="ID", help="cancel this migration's plan (pending "
+                       "migrations; a running one finishes)")
+    if command in ("rebalance", "add-shard", "remove-shard"):
+        p.add_argument("--dry-run", action="store_true",
+                       help="print the plan, change nothing (running a scale out is not wired "
+                       "yet)")
+        p.add_argument("--no-wait", action="store_true",
+                       help="return once the plan is written, without following its progress")
+        p.add_argument("--wait", type=float, default=3600.0,
+                       help="seconds to follow the migrations (default 3600)")
+        p.add_argument("--expected-epoch", type=int,
+                       help="refuse unless the cluster is at this epoch")
     if command == "settings":
         p.add_argument("changes", nargs="*", metavar="KEY=VALUE",
                        help="settings to change (values as JSON); none: show them")
@@ -417,6 +441,139 @@ def _resume(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def plan_text(plan: dict[str, Any]) -> str:
+    """The plan of ``POST /v1/rebalance`` as tables: moves, then slots per shard."""
+    known = lambda v: "unknown" if v is None else v  # noqa: E731
+    lines = [f"{plan['kind']}: {plan['slots_to_move']} slot(s) to move, "
+             f"keys {known(plan['keys_to_move'])}, bytes {known(plan['bytes_to_move'])}"]
+    for n in plan.get("new_shards") or []:
+        reps = " ".join(_id(r) for r in n["replicas"]) or "-"
+        lines.append(f"new shard {_id(n['id'])}: primary {_id(n['primary'])}, replicas {reps}")
+    for s in plan.get("leaving") or []:
+        lines.append(f"shard {_id(s)} leaves: its nodes go back to ONLINE")
+    if plan["moves"]:
+        lines += ["", table([[_id(m["from_shard"]), _id(m["to_shard"]), _slots(m["slots"]),
+                              m["count"]] for m in plan["moves"]],
+                            ["FROM", "TO", "SLOTS", "COUNT"])]
+    lines += ["", table([[_id(s["id"]), s["before"], s["after"]] for s in plan["shards"]],
+                        ["SHARD", "BEFORE", "AFTER"])]
+    lines += [f"note: {n}" for n in plan.get("notes") or []]
+    return "\n".join(lines)
+
+
+def _plan_command(client: Client, args: argparse.Namespace, out: TextIO, kind: str,
+                  body: dict[str, Any]) -> int:
+    body = {"kind": kind, "dry_run": bool(args.dry_run), **body}
+    if args.expected_epoch is not None:
+        body["expected_epoch"] = args.expected_epoch
+    status, doc = client.call("POST", "/v1/rebalance", body)
+    if status >= 400:
+        if args.json:
+            print(json.dumps(doc, indent=2), file=out)
+        raise CliError(_error_text(status, doc))
+    if status == 202 and not args.no_wait:
+        return _follow(client, args, out, doc)
+    _emit(out, args, doc, lambda: plan_text(doc["plan"]))
+    return EXIT_OK
+
+
+_FINISHED = ("DONE", "FAILED", "CANCELLED")
+
+
+def _follow(client: Client, args: argparse.Namespace, out: TextIO, planned: dict[str, Any]) -> int:
+    """Follow the plan's migrations with a progress bar (stderr) until they
+    finish; then a summary. Exit 1 if one failed or was cancelled, 4 on timeout."""
+    ids = set(planned["migrations"])
+    if not args.json:
+        print(plan_text(planned["plan"]), file=out)
+    deadline = time.monotonic() + args.wait
+    while True:
+        doc = client.get("/v1/migrations")
+        mine = [m for m in doc["migrations"] if m["id"] in ids]
+        slots = sum(b - a + 1 for m in mine for a, b in m["slots"])
+        done = sum(b - a + 1 for m in mine if m["state"] == "DONE" for a, b in m["slots"])
+        finished = all(m["state"] in _FINISHED for m in mine)
+        if not args.json:
+            width = 30
+            fill = width * done // max(1, slots)
+            print(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{slots} slots, "
+                  f"{sum(1 for m in mine if m['state'] in _FINISHED)}/{len(mine)} migrations",
+                  end="", file=sys.stderr, flush=True)
+        if finished or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    if not args.json:
+        print(file=sys.stderr)
+    states = {s: sum(1 for m in mine if m["state"] == s) for s in ("DONE", "FAILED", "CANCELLED")}
+    summary = {
+        "plan": planned["plan"], "migrations": mine, "finished": finished, **{
+            k.lower(): v for k, v in states.items()},
+        "slots": slots, "slots_done": done,
+        "keys_moved": sum(int(m.get("keys_moved", 0) or 0) for m in mine),
+        "bytes_moved": sum(int(m.get("bytes_moved", 0) or 0) for m in mine),
+    }
+    _emit(out, args, summary, lambda: (
+        f"{'finished' if finished else 'still running'}: {done}/{slots} slots moved, "
+        f"{summary['keys_moved']} keys, {summary['bytes_moved']} bytes; "
+        f"{states['DONE']} done, {states['FAILED']} failed, {states['CANCELLED']} cancelled"
+        + "".join(f"\nmigration {_id(m['id'])} failed: {m.get('error') or '-'}"
+                  for m in mine if m["state"] == "FAILED")))
+    if not finished:
+        return EXIT_PENDING
+    return EXIT_FAILED if states["FAILED"] or states["CANCELLED"] else EXIT_OK
+
+
+def migrations_table(migrations: list[dict[str, Any]]) -> str:
+    rows = [[_id(m["id"]), _id(m["from_shard"]), _id(m["to_shard"]), _slots(m["slots"]),
+             m["state"], m.get("copy_state") or "-", m.get("keys_moved", 0),
+             m.get("bytes_moved", 0), m.get("error") or "-"] for m in migrations]
+    return table(rows, ["MIGRATION", "FROM", "TO", "SLOTS", "STATE", "COPY", "KEYS", "BYTES",
+                        "ERROR"])
+
+
+def _migrations(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    if args.cancel:
+        ident = args.cancel
+        if len(ident) != 40:
+            doc = client.get("/v1/migrations")
+            found = [m["id"] for m in doc["migrations"] if m["id"].startswith(ident)]
+            if len(found) != 1:
+                raise CliError(f"{ident!r} matches {len(found)} migrations", EXIT_USAGE)
+            ident = found[0]
+        status, doc = client.call("DELETE", f"/v1/migrations/{ident}")
+        if status >= 400:
+            raise CliError(_error_text(status, doc))
+        _emit(out, args, doc, lambda: f"cancelled {len(doc['cancelled'])} pending migration(s)"
+              + (f"; {len(doc['finishing'])} running one(s) finish" if doc["finishing"] else ""))
+        return EXIT_OK
+    doc = client.get("/v1/migrations?progress=1")
+
+    def text() -> str:
+        p = doc["progress"]
+        head = (f"{p['migrations']} migration(s): {p['slots_done']}/{p['slots']} slots done, "
+                f"{p['keys_moved']} keys, {p['bytes_moved']} bytes moved")
+        return head + ("\n\n" + migrations_table(doc["migrations"]) if doc["migrations"] else "")
+
+    _emit(out, args, doc, text)
+    failed = any(m["state"] == "FAILED" for m in doc["migrations"])
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _add_shard(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    nodes = [_resolve(client, "node", n.strip()) for n in (args.nodes or "").split(",")
+             if n.strip()]
+    return _plan_command(client, args, out, "scale_out", {"nodes": nodes} if nodes else {})
+
+
+def _remove_shard(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    shard = _resolve(client, "shard", args.shard)
+    return _plan_command(client, args, out, "scale_in", {"shard": shard})
+
+
+def _rebalance(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    return _plan_command(client, args, out, "rebalance", {"threshold": args.threshold})
+
+
 _COMMANDS: dict[str, Callable[[Client, argparse.Namespace, TextIO], int]] = {
     "status": _status,
     "nodes": _nodes,
@@ -430,6 +587,10 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace, TextIO], int]] = {
     "pause": _pause,
     "resume": _resume,
     "settings": _settings,
+    "rebalance": _rebalance,
+    "add-shard": _add_shard,
+    "remove-shard": _remove_shard,
+    "migrations": _migrations,
 }
 
 __all__ = ["COMMANDS", "UP_FILE", "Client", "CliError", "Endpoint", "find_endpoint", "run"]

@@ -17,11 +17,12 @@ ERROR_CODES = {
     "400": "Bad input: bad_json, bad_request",
     "401": "Token missing: unauthorized",
     "403": "Token wrong: forbidden",
-    "404": "Unknown node, shard, intent or route: unknown_node, unknown_shard, not_found",
+    "404": "Unknown node, shard, migration, intent or route: unknown_node, unknown_shard, "
+    "unknown_migration, not_found",
     "409": (
         "Conflict, with the current epoch: stale_epoch, stale_settings, primary_owns_slots, "
         "is_primary, not_eligible, no_candidate, transfer_in_progress, transfer_failed, "
-        "interrupted, conflict"
+        "interrupted, conflict, no_spare, last_shard, migration_in_progress, finished"
     ),
     "503": "This coordinator is a standby (not_leader, with the leader's address) or etcd is "
     "unreachable (store_unavailable)",
@@ -71,7 +72,14 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/nodes/{node_id}", "node", "One node"),
     Route("GET", "/v1/shards", "shards", "Shards with their slot lease holders"),
     Route("GET", "/v1/shards/{shard_id}", "shard", "One shard"),
-    Route("GET", "/v1/migrations", "migrations", "Slot migrations"),
+    Route("GET", "/v1/migrations", "migrations",
+          "Slot migrations with the sidecars' progress fields",
+          query=(("progress", "boolean", "Add totals: migrations, slots, slots_done, "
+                  "keys_moved, bytes_moved, by_state"),)),
+    Route("DELETE", "/v1/migrations/{migration_id}", "cancel_migration",
+          "Cancel a plan: its pending migrations become CANCELLED; a running one finishes "
+          "(its slots are committed)", write=True,
+          responses={"200": "The migrations cancelled and those left to finish"}),
     Route("GET", "/v1/history", "history", "What changed at each epoch and why, newest first",
           query=(("limit", "integer", "Entries to return (default 50)"),)),
     Route("GET", "/v1/intents", "intents", "Operator intents, newest first"),
@@ -101,6 +109,25 @@ ROUTES: tuple[Route, ...] = (
               "target": {"type": "string", "description": "node id of a replica"},
               "expected_epoch": _EXPECTED_EPOCH}},
           query=(_WAIT,), responses=_INTENT_WRITE),
+    Route("POST", "/v1/rebalance", "rebalance",
+          "Plan a scale out, scale in or rebalance; dry_run answers the plan (rows as "
+          "ranges, slots per shard before/after, keys and bytes to move when measured) and "
+          "changes nothing. Otherwise (rebalance, scale_in) the plan's migrations are written "
+          "PENDING and the loop runs them (202); a scale out is not wired yet (501)",
+          write=True,
+          body={"type": "object", "required": ["kind"], "properties": {
+              "kind": {"type": "string", "enum": ["scale_out", "scale_in", "rebalance"]},
+              "nodes": {"type": "array", "items": {"type": "string"},
+                        "description": "scale_out: the spare nodes forming the new shard "
+                        "(default: every spare ONLINE node)"},
+              "shard": {"type": "string", "description": "scale_in: the shard to remove"},
+              "threshold": {"type": "number", "description": "rebalance: fraction of the mean "
+                            "load under which nothing moves (default 0)"},
+              "dry_run": {"type": "boolean"},
+              "expected_epoch": _EXPECTED_EPOCH}},
+          responses={"200": "dry_run: the plan",
+                     "202": "The plan and the ids of its migrations (GET /v1/migrations)",
+                     "501": "Running a scale out is not implemented yet: not_implemented"}),
     Route("PATCH", "/v1/settings", "patch_settings",
           "Change settings (compare-and-set on their revision)", write=True,
           body={"type": "object", "properties": {

@@ -28,6 +28,7 @@ from .bootstrap import plan_bootstrap
 from .failover import plan_failover
 from .health import plan_epoch_conflict, plan_health, plan_registration
 from .manual import plan_node_intents
+from .migrations import plan_migrations
 from .policy import Policy
 from .repair import plan_repair
 from .transfer import plan_transfers
@@ -78,6 +79,7 @@ PLANNERS: tuple[tuple[str, Planner], ...] = (
     ("failover", plan_failover),
     ("transfer", plan_transfers),
     ("operator", plan_node_intents),
+    ("migrations", plan_migrations),
     ("registration", plan_registration),
     ("health", plan_health),
     ("epoch", plan_epoch_conflict),

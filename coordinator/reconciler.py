@@ -34,8 +34,9 @@ import orjson
 from clusterstate.keys import Keys
 from dcs.port import Compare, Delete, Op, Put, Store
 
-from .actions import Action
+from .actions import Action, MigrationAction
 from .intents import intent_key
+from .migrations import migration_txn
 from .view import ClusterView, node_value, shard_value
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def _records(rec: Reconciler, view: ClusterView, chain: Chain, action: Action) -
 
 
 #: Transaction builder per action type; the most specific class wins.
-BUILDERS: dict[type[Action], Builder] = {Action: _records}
+BUILDERS: dict[type[Action], Builder] = {Action: _records, MigrationAction: migration_txn}
 
 
 def builder_for(action: Action) -> Builder:

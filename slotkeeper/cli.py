@@ -24,7 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 # Operator commands: talk to the coordinator's admin API (coordinator/cli.py).
 OPERATOR_COMMANDS = (
     "status", "nodes", "shards", "history", "hide", "unhide", "remove", "failover", "tag",
-    "pause", "resume", "settings",
+    "pause", "resume", "settings", "rebalance", "add-shard", "remove-shard", "migrations",
 )
 
 USAGE = (
