@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import cluster, datanode, profile, replication, sidecar, transfer
+from . import cluster, datanode, failover, profile, replication, sidecar, transfer
 from .report import Context, Row
 
 Section = Callable[[Context], list[Row]]
@@ -25,6 +25,7 @@ SECTIONS: dict[str, Section] = {
     "replication.full_sync": replication.full_sync,  # 1M keys: time, primary GET p99
     "replication.acked": replication.acked_writes,  # min_replicas_to_ack 1 vs async, -P 1
     "sidecar": sidecar.run,  # etcd write -> view applied p50/p99, sidecar CPU idle / 10 changes/s
+    "failover": failover.run,  # whole stack: client write gap per kill mode, acked writes lost, hide
 }
 OPT_IN = {"profile.datanode"}
 

@@ -256,10 +256,12 @@ class Applier:
 
     async def reconcile(self) -> None:
         await self._reconcile_view()
+        # Before any permit: a primary made writable must wait for its replicas'
+        # acknowledgements from its very first write (DESIGN §3).
+        await self._reconcile_min_acks()
         await self._reconcile_deferred()
         await self._reconcile_slot_lease()
         self._reconcile_permit()
-        await self._reconcile_min_acks()
         self._reconcile_migrations()
         self._request_snapshot()
 

@@ -277,7 +277,7 @@ def run(argv: Sequence[str]) -> int:
         print(summary(layout), flush=True)
         while True:
             for proc in procs:
-                if not proc.alive():
+                if proc.popen is not None and not proc.alive():
                     print(f"warning: {proc.name} exited ({proc.popen.returncode if proc.popen else '?'});"
                           f" see {proc.log}", flush=True)
                     proc.popen = None

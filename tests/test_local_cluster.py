@@ -6,61 +6,29 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from clusterstate.slots import key_slot
-from tests.support import LOOPBACK, REPO_ROOT, wait_until
-
-
-def _ports_free(base: int, nodes: int) -> bool:
-    ports = [base + i for i in range(nodes)] + [base + 10000 + i for i in range(nodes)]
-    ports += [base + 800 + i for i in range(nodes)] + [base + 900, base + 901]
-    ports += [base + 950 + i for i in range(6)] + [base + 980, base + 981]
-    for port in ports:
-        with socket.socket() as s:
-            try:
-                s.bind((LOOPBACK, port))
-            except OSError:
-                return False
-    return True
+from tests.stack_fixtures import start_stack
+from tests.support import LOOPBACK, wait_until
 
 
 @pytest.fixture(scope="module")
-def local_cluster(tmp_path_factory: pytest.TempPathFactory):
-    work = tmp_path_factory.mktemp("up")
-    base = next(b for b in (random.randrange(20000, 40000, 10) for _ in range(50))
-                if _ports_free(b, 4))
-    env = {**os.environ, "PATH": f"{REPO_ROOT / '.tools' / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    log = open(work / "up.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "slotkeeper", "up", "--primaries", "2", "--replicas", "1",
-         "--base-port", str(base), "--data", str(work / "data"), "--timeout", "90"],
-        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        wait_until(lambda: "is up" in (work / "up.log").read_text() or proc.poll() is not None,
-                   timeout=120, what="slotkeeper up to report the cluster up")
-        assert proc.poll() is None, (work / "up.log").read_text()
-        yield base, work, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path, Any]]:
+    """`slotkeeper up --primaries 2 --replicas 1` in a temporary directory (see
+    tests/stack_fixtures.py): (base port, that directory, the `slotkeeper up` process)."""
+    with start_stack(tmp_path_factory.mktemp("up")) as stack:
+        yield stack.base, stack.work, stack.proc
 
 
 def _slotkeeper(work: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -754,7 +754,8 @@ async def test_applier_fences_before_giving_up_the_slot_lease_and_never_regrants
     applier.pending = v1
     await applier.reconcile()
     # The keepalive acknowledged during the create grants nothing (not holding it yet).
-    assert dn.sent == ["revoke", "view 1", "promote 1", "grant", "min-acks 0"]
+    # min_replicas_to_ack is set before the first permit (DESIGN §3: no unacknowledged write)
+    assert dn.sent == ["revoke", "view 1", "promote 1", "min-acks 0", "grant"]
     assert store.ops == ["Put"] and state.peek().slot_lease
     await applier.flush_snapshot()
     assert (tmp_path / "node.json").exists()
