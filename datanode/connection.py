@@ -188,7 +188,12 @@ class Connection(asyncio.Protocol):
                 or (
                     fast_slots is not None
                     and spec.keyed
-                    and not (spec.single_key and fast_slots[_slot(argv[1])])
+                    and not (
+                        spec.single_key
+                        and fast_slots[
+                            crc_hqx(k, 0) & 16383 if 123 not in (k := argv[1]) else key_slot(k)
+                        ]
+                    )
                 )
             ):
                 reply = self.execute(argv)
