@@ -150,11 +150,10 @@ def still_loading(f: Facts) -> bool:
     no full sync in progress; set while one loads."""
     if f.role_applied is not Role.REPLICA or not f.datanode_up:
         return f.loading
-    if f.repl.link_up and not f.repl.syncing:
+    if f.repl.syncing:
+        return True
+    if f.repl.link_up:
         return False
-    # A replica that has synced once stays promotable while it resyncs or while its
-    # link is down (its primary died): it holds a full copy. Only a new member
-    # (set by the applier) or a restart mid-join (boot rule 6) is loading.
     return f.loading
 
 

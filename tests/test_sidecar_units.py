@@ -340,7 +340,7 @@ def facts(**kw: Any) -> Facts:
     (facts(role_applied=Role.PRIMARY), Health.ONLINE, False),
     (facts(role_applied=Role.NONE), Health.ONLINE, False),
     (facts(datanode_up=False), Health.FAIL, False),
-    (facts(repl=Replication(role="replica", syncing=True, load_progress=0.4)), Health.LOADING, False),  # synced once: promotable while it resyncs
+    (facts(repl=Replication(role="replica", syncing=True, load_progress=0.4)), Health.LOADING, True),
     (facts(repl=Replication(role="replica", link_up=True)), Health.ONLINE, False),
     (facts(repl=Replication(role="replica", link_up=True), loading=True), Health.ONLINE, False),
     (facts(repl=Replication(role="replica"), loading=True), Health.LOADING, True),
