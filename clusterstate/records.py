@@ -73,6 +73,7 @@ class Settings:
     hide_while_loading: bool = True
     max_lag_bytes: int = 1024 * 1024
     migration_concurrency: int = 2
+    migration_batch: int = 64  # slots per migration record (each one commits on its own)
     pause: bool = False
     bootstrap_primaries: int = 3  # expected members at cold start: primaries …
     bootstrap_replicas: int = 1  # … and replicas per shard
@@ -96,6 +97,8 @@ class Settings:
                 raise ValueError(f"{name} must be >= 0")
         if self.migration_concurrency < 1 or self.bootstrap_primaries < 1:
             raise ValueError("migration_concurrency and bootstrap_primaries must be >= 1")
+        if not 1 <= self.migration_batch <= 16384:
+            raise ValueError("migration_batch must be within 1..16384")
         object.__setattr__(self, "bootstrap_members", tuple(self.bootstrap_members))
 
     @property

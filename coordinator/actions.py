@@ -66,6 +66,8 @@ class Writes:
     nodes: tuple[NodeWrite, ...] = ()
     shards: tuple[ShardWrite, ...] = ()
     forget_nodes: tuple[str, ...] = ()  # nodes/<id> deleted
+    forget_shards: tuple[str, ...] = ()  # shards/<id> deleted (a dissolved, empty shard)
+    forget_migrations: tuple[str, ...] = ()  # migrations/<id> deleted (finished ones)
     replica_ids: tuple[int, ...] = ()  # replica-ids/<id> created (must be absent)
     intents: tuple[Intent, ...] = ()  # intents/<id> rewritten (outcome, progress)
     forget_intents: tuple[str, ...] = ()  # intents/<id> deleted
@@ -77,7 +79,8 @@ class Writes:
     @property
     def topology(self) -> bool:
         """Changes ``nodes/`` or ``shards/``: bumps the epoch, writes history."""
-        return bool(self.nodes or self.shards or self.forget_nodes or self.epoch is not None)
+        return bool(self.nodes or self.shards or self.forget_nodes or self.forget_shards
+                    or self.forget_migrations or self.epoch is not None)
 
     def node(self, node_id: str) -> NodeRecord | None:
         return next((w.record for w in self.nodes if w.record.id == node_id), None)
@@ -93,6 +96,8 @@ class Writes:
         out.update(f"node:{w.record.id}" for w in self.nodes)
         out.update(f"node:{n}" for n in self.forget_nodes)
         out.update(f"shard:{w.record.id}" for w in self.shards)
+        out.update(f"shard:{s}" for s in self.forget_shards)
+        out.update(f"migration:{m}" for m in self.forget_migrations)
         out.update(f"intent:{i.id}" for i in self.intents)
         out.update(f"intent:{i}" for i in self.forget_intents)
         out.update(f"lease:{s}" for s in (*self.lease_absent, *self.lease_as_read))
@@ -123,7 +128,9 @@ class Action:
             "nodes": sorted(
                 {w.record.id for w in self.writes.nodes} | set(self.writes.forget_nodes)
             ),
-            "shards": sorted({w.record.id for w in self.writes.shards}),
+            "shards": sorted(
+                {w.record.id for w in self.writes.shards} | set(self.writes.forget_shards)
+            ),
             "intents": sorted({i.id for i in self.writes.intents}),
         }
 

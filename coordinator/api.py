@@ -36,6 +36,7 @@ import orjson
 from aiohttp import web
 
 from clusterstate.records import RecordError
+from clusterstate.topology import TopologyError
 from dcs.errors import StoreError
 from dcs.port import Compare, Put
 
@@ -53,15 +54,18 @@ from .loop import Coordinator
 from .manual import refusal
 from .metrics import CONTENT_TYPE
 from .migrations import (
-    DEFAULT_BATCH,
+    StartPlan,
     epoch_ops,
     migration_records,
     new_migration_docs,
+    plan_txn,
+    plan_writes,
     progress,
     to_cancel,
     unfinished,
 )
 from .openapi import ROUTES, document
+from .planner import fold
 from .rebalance import PlanError, plan_from_view
 from .view import ClusterView, ViewError, load_view
 
@@ -380,7 +384,7 @@ class Api:
 
     async def rebalance(self, request: web.Request) -> web.Response:
         """``POST /v1/rebalance``: the plan of a scale out / scale in / rebalance.
-        Only ``dry_run`` is served: running a plan is not wired yet (501)."""
+        With ``dry_run`` it answers the plan; otherwise it writes it (202)."""
         body = await self._body(request)
         unknown = set(body) - {"kind", "nodes", "shard", "threshold", "dry_run", *_RESERVED}
         if unknown:
@@ -412,41 +416,44 @@ class Api:
             raise ApiError(status, exc.code, str(exc), epoch=view.epoch) from None
         if dry_run:
             return _json({"epoch": view.epoch, "dry_run": True, "plan": planned.to_dict()})
-        if kind == "scale_out":
-            raise ApiError(501, "not_implemented",
-                           "running a scale out (creating shards) is not implemented yet: "
-                           "use dry_run", plan=planned.to_dict(), epoch=view.epoch)
-        busy = unfinished(view)
+        busy = unfinished(view, self.clock(), self.coordinator.policy)
         if busy:
             raise ApiError(409, "migration_in_progress",
                            f"{len(busy)} migration(s) not finished yet", epoch=view.epoch)
         return await self._start_plan(view, planned)
 
     async def _start_plan(self, view: ClusterView, planned: Any) -> web.Response:
-        """Write the plan's ``PENDING`` migrations with an epoch bump (they are
-        part of the served view); the loop runs them."""
+        """Write the plan in one transaction (epoch bump): its ``PENDING``
+        migrations, the new shards of a scale out, the leaving primaries of a
+        scale in (``MIGRATING``). The loop runs them."""
         epoch = view.epoch + 1
-        records = migration_records(planned.moves, epoch, DEFAULT_BATCH)
-        if not records:
+        records = migration_records(planned.moves, epoch, view.settings.migration_batch)
+        if not records and not planned.new_shards:
             return _json({"epoch": view.epoch, "dry_run": False, "plan": planned.to_dict(),
                           "migrations": []})
-        docs = new_migration_docs(records, int(self.clock() * 1000), epoch)
-        compares, ops, epoch = epoch_ops(
-            self.keys, view, docs, "migration-plan",
-            f"{planned.kind}: {len(planned.moves)} slot(s) in {len(records)} migration(s)",
-            self.elector.instance_id, self.clock())
-        fence = self.elector.fence()
-        if fence is None:
+        docs = new_migration_docs(records, int(self.clock() * 1000), epoch, planned.kind)
+        writes = plan_writes(view, view.settings, planned)
+        action = StartPlan(
+            why=f"operator: {planned.kind}: {len(planned.moves)} slot(s) in {len(records)} "
+            f"migration(s)" + (f", {len(planned.new_shards)} new shard(s)"
+                               if planned.new_shards else ""),
+            writes=writes, plan_kind=planned.kind, migrations=tuple(m.id for m in records),
+        )
+        try:
+            fold(view, view.topology, writes)
+        except TopologyError as exc:
+            raise ApiError(409, "invalid_plan", f"the plan would give an invalid view: {exc}",
+                           epoch=view.epoch) from None
+        if self.elector.fence() is None:
             await self._require_leader()
-        else:
-            compares.append(fence)
-        if not await self.store.cas(compares, ops):
+        txn = plan_txn(self.coordinator.reconciler, view, action, docs)
+        if not await self.store.cas(txn.compares, txn.ops):
             current = await self._view()
             raise ApiError(409, "conflict", "the cluster changed meanwhile: retry",
                            epoch=current.epoch)
-        log.info("planned %s: %d migration(s) at epoch %d", planned.kind, len(records), epoch)
+        log.info("planned %s: %d migration(s) at epoch %d", planned.kind, len(records), txn.epoch)
         self.coordinator.wake()
-        return _json({"epoch": epoch, "dry_run": False, "plan": planned.to_dict(),
+        return _json({"epoch": txn.epoch, "dry_run": False, "plan": planned.to_dict(),
                       "migrations": [m.id for m in records]}, status=202)
 
     async def _node_intent(

@@ -25,18 +25,29 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
 from clusterstate.records import Settings
-from clusterstate.topology import MigrationRecord, MigrationState, ShardRecord, slot_ranges
+from clusterstate.topology import (
+    Health,
+    MigrationRecord,
+    MigrationState,
+    NodeState,
+    Role,
+    ShardRecord,
+    slot_ranges,
+)
 from dcs.port import Compare, Put
 
-from .actions import MigrationAction, Proposal, ShardWrite, Writes
+from .actions import Action, MigrationAction, NodeWrite, Proposal, ShardWrite, Writes
+from .placement import replica_id_for
 from .policy import Policy
 from .rebalance import Move
+from .replication import observed_health
+from .view import HIDDEN_BY_POLICY
 
 if TYPE_CHECKING:
     from .reconciler import Chain, Reconciler, Txn
@@ -150,10 +161,12 @@ def progress(docs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _MigrationStep(MigrationAction):
     """Rewrites ``migrations/<migration>`` with ``state`` (keeping the sidecar's
-    progress fields) in the same transaction as its shard records, which bump
-    the epoch: a migration's state is part of the served view."""
+    progress fields, with ``fields`` set, or dropped where the value is None) in
+    the same transaction as its shard records, which bump the epoch: a
+    migration's state is part of the served view."""
 
     state: MigrationState
+    fields: tuple[tuple[str, Any], ...] = ()
 
     @property
     def touches(self) -> frozenset[str]:
@@ -178,6 +191,44 @@ class FailMigration(_MigrationStep):
     kind: ClassVar[str] = "migration-fail"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryMigration(_MigrationStep):
+    """A failed migration goes back to ``PENDING`` after its backoff."""
+
+    kind: ClassVar[str] = "migration-retry"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardReady(Action):
+    """A shard's primary leaves ``MIGRATING`` once no migration touches it: the
+    new shard of a scale out received its slots."""
+
+    kind: ClassVar[str] = "shard-ready"
+
+    shard: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DissolveShard(Action):
+    """A shard without slots and without migrations left (scale in done, or a
+    scale out whose every migration was cancelled or failed for good): its
+    nodes go back to ``ONLINE`` spares (role none, replica_id retired) and the
+    shard record is deleted (its finished migration records stay until
+    :class:`ForgetMigrations`)."""
+
+    kind: ClassVar[str] = "shard-dissolve"
+
+    shard: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForgetMigrations(Action):
+    """Finished plans older than the retention leave etcd (and the served view)."""
+
+    kind: ClassVar[str] = "forget-migrations"
+    automatic: ClassVar[bool] = False  # bookkeeping: keeps flowing while paused
+
+
 def _unchanged(view: ClusterView, shard_id: str, record: ShardRecord | None = None) -> ShardWrite:
     """A shard write keeping what the record carries besides ``record``."""
     entry = view.shards[shard_id]
@@ -189,17 +240,58 @@ def _paused(view: ClusterView) -> set[str]:
     return {sid for sid, e in view.shards.items() if e.handoff is not None or sid not in view.leases}
 
 
+def retry_due(doc: Mapping[str, Any], now: float, policy: Policy) -> bool | None:
+    """For a ``FAILED`` migration: True to start it again now, False to wait
+    (backoff), None when it stays failed for good (attempts used up, or marked
+    ``retry: false``)."""
+    attempts = int(doc.get("attempts", 1) or 1)
+    if doc.get("retry") is False or attempts >= policy.migration_attempts:
+        return None
+    failed = float(doc.get("failed_ms", 0) or 0) / 1000
+    return now - failed >= policy.migration_retry_after(attempts)
+
+
+def open_work(view: ClusterView, now: float, policy: Policy) -> list[MigrationRecord]:
+    """Migrations not finished for good: pending, running, or failed and still
+    to be retried."""
+    out = []
+    for m in view.topology.migrations:
+        if m.state in (MigrationState.PENDING, MigrationState.RUNNING):
+            out.append(m)
+        elif m.state is MigrationState.FAILED and \
+                retry_due(view.migrations.get(m.id, {}), now, policy) is not None:
+            out.append(m)
+    return out
+
+
 def plan_migrations(
     view: ClusterView, settings: Settings, now: float, policy: Policy
 ) -> Proposal:
     out = Proposal()
+    now_ms = int(now * 1000)
     records = sorted(view.topology.migrations, key=lambda m: (m.slots[:1], m.id))
     paused = _paused(view)
     shards = {sid: e.record for sid, e in view.shards.items()}
     for m in records:
+        doc = view.migrations.get(m.id, {})
+        if m.state is MigrationState.FAILED:
+            due = retry_due(doc, now, policy)
+            if m.from_shard not in shards or m.to_shard not in shards:
+                continue  # a shard it names is gone: it stays failed
+            if due and m.from_shard not in paused and m.to_shard not in paused:
+                out.actions.append(RetryMigration(
+                    why=f"migration {m.id[:8]} is retried (attempt "
+                    f"{int(doc.get('attempts', 1) or 1) + 1} of {policy.migration_attempts})",
+                    migration=m.id, state=MigrationState.PENDING,
+                    fields=(("copy_state", None), ("last_error", doc.get("error") or ""),
+                            ("error", "")),
+                    writes=Writes(shards=(_unchanged(view, m.to_shard),)),
+                ))
+            elif due is False:
+                out.notes.append(f"migration {m.id[:8]} failed: retried after its backoff")
+            continue
         if m.state is not MigrationState.RUNNING:
             continue
-        doc = view.migrations.get(m.id, {})
         if m.from_shard in paused or m.to_shard in paused:
             out.notes.append(f"migration {m.id[:8]} waits: a shard it touches is in failover")
             continue
@@ -210,13 +302,14 @@ def plan_migrations(
                 out.actions.append(FailMigration(
                     why=f"migration {m.id[:8]} failed: {exc}", migration=m.id,
                     state=MigrationState.FAILED,
+                    fields=(("failed_ms", now_ms), ("retry", False), ("error", str(exc))),
                     writes=Writes(shards=(_unchanged(view, m.to_shard),)),
                 ))
                 continue
             out.actions.append(CommitMigration(
                 why=f"slots {_text(m.slots)} move from shard {m.from_shard[:8]} to "
                 f"{m.to_shard[:8]} (migration {m.id[:8]} copied)",
-                migration=m.id, state=MigrationState.DONE,
+                migration=m.id, state=MigrationState.DONE, fields=(("done_ms", now_ms),),
                 writes=Writes(shards=(_unchanged(view, src.id, src),
                                       _unchanged(view, dst.id, dst))),
             ))
@@ -224,17 +317,104 @@ def plan_migrations(
             out.actions.append(FailMigration(
                 why=f"migration {m.id[:8]} failed: {doc.get('error') or 'copy failed'}; its "
                 f"slots stay with shard {m.from_shard[:8]}",
-                migration=m.id, state=MigrationState.FAILED,
+                migration=m.id, state=MigrationState.FAILED, fields=(("failed_ms", now_ms),),
                 writes=Writes(shards=(_unchanged(view, m.to_shard),)),
             ))
         else:
             out.notes.append(f"migration {m.id[:8]} copying")
     for m in to_start(records, settings.migration_concurrency, paused):
+        doc = view.migrations.get(m.id, {})
+        attempts = int(doc.get("attempts", 0) or 0) + 1
         out.actions.append(StartMigration(
             why=f"migration {m.id[:8]} starts: slots {_text(m.slots)} from shard "
             f"{m.from_shard[:8]} to {m.to_shard[:8]}",
             migration=m.id, state=MigrationState.RUNNING,
+            fields=(("attempts", attempts), ("started_ms", now_ms), ("copy_state", None),
+                    ("keys_moved", 0), ("bytes_moved", 0), ("error", "")),
             writes=Writes(shards=(_unchanged(view, m.to_shard),)),
+        ))
+    out.extend(plan_shard_lifecycle(view, settings, now, policy))
+    return out
+
+
+def plan_shard_lifecycle(
+    view: ClusterView, settings: Settings, now: float, policy: Policy
+) -> Proposal:
+    """Shards whose migrations are over: a ``MIGRATING`` primary of a shard with
+    slots becomes ``ACTIVE``; a shard left without slots dissolves."""
+    out = Proposal()
+    busy: set[str] = set()
+    for m in open_work(view, now, policy):
+        busy.update((m.from_shard, m.to_shard))
+    for sid, entry in sorted(view.shards.items()):
+        if sid in busy:
+            continue
+        shard = entry.record
+        if not shard.slots:
+            out.actions.append(_dissolve(view, sid))
+            continue
+        primary = view.nodes.get(shard.primary)
+        if primary is not None and primary.record.state is NodeState.MIGRATING:
+            out.actions.append(ShardReady(
+                why=f"shard {sid[:8]} holds its slots: primary {shard.primary[:8]} is ACTIVE",
+                shard=sid,
+                writes=Writes(nodes=(NodeWrite.kept(
+                    primary, replace(primary.record, state=NodeState.ACTIVE)),)),
+            ))
+    return out
+
+
+def _dissolve(view: ClusterView, shard_id: str) -> DissolveShard:
+    shard = view.shards[shard_id].record
+    nodes = []
+    for node_id in (shard.primary, *shard.replicas):
+        entry = view.nodes.get(node_id)
+        if entry is None:
+            continue
+        st = view.status(node_id)
+        alive = view.alive(node_id) and st is not None
+        nodes.append(NodeWrite(replace(
+            entry.record, shard="", role=Role.NONE,
+            state=NodeState.ONLINE if alive else NodeState.OFFLINE,
+            health=observed_health(st) if alive and st is not None else Health.FAIL,
+            hidden=False, replica_id=0,
+        )))
+    return DissolveShard(
+        why=f"shard {shard_id[:8]} owns no slot and no migration touches it: its "
+        f"{len(nodes)} node(s) go back to ONLINE spares",
+        shard=shard_id,
+        writes=Writes(nodes=tuple(nodes), forget_shards=(shard_id,)),
+    )
+
+
+def plan_forget_migrations(
+    view: ClusterView, settings: Settings, now: float, policy: Policy
+) -> Proposal:
+    """Forget the records of plans whose every migration finished longer than
+    ``policy.migration_retention`` ago (a plan: the records of one
+    ``plan_epoch``)."""
+    out = Proposal()
+    states = {m.id: m.state for m in view.topology.migrations}
+    plans: dict[Any, list[str]] = {}
+    for mid, doc in view.migrations.items():
+        plans.setdefault(doc.get("plan_epoch") or mid, []).append(mid)
+    old: list[str] = []
+    for ids in plans.values():
+        docs = [view.migrations[i] for i in ids]
+        if any(states.get(i) in (MigrationState.PENDING, MigrationState.RUNNING) for i in ids):
+            continue
+        if any(states.get(i) is MigrationState.FAILED and
+               retry_due(view.migrations[i], now, policy) is not None for i in ids):
+            continue
+        last = max(max(float(d.get(k, 0) or 0) for k in ("done_ms", "failed_ms", "created_ms"))
+                   for d in docs) / 1000
+        if now - last >= policy.migration_retention:
+            old.extend(ids)
+    if old:
+        gone = tuple(sorted(old))
+        out.actions.append(ForgetMigrations(
+            why=f"forgetting {len(gone)} finished migration record(s)",
+            writes=Writes(forget_migrations=gone),
         ))
     return out
 
@@ -253,12 +433,17 @@ def migration_txn(rec: Reconciler, view: ClusterView, chain: Chain, action: Any)
     kv = view.kv(key)
     doc = dict(orjson.loads(kv.value)) if kv is not None else {}
     doc["state"] = action.state.value
+    for name, value in action.fields:
+        if value is None:
+            doc.pop(name, None)
+        else:
+            doc[name] = value
     return Txn((*txn.compares, Compare.unchanged(key, kv)),
                (*txn.ops, Put(key, orjson.dumps(doc))), txn.epoch)
 
 
 def new_migration_docs(
-    records: Iterable[MigrationRecord], now_ms: int, plan_epoch: int = 0
+    records: Iterable[MigrationRecord], now_ms: int, plan_epoch: int = 0, plan_kind: str = ""
 ) -> dict[str, dict[str, Any]]:
     """``migrations/<id>`` documents for new records (by id); ``plan_epoch`` (the
     epoch the plan was written at) groups the migrations of one plan."""
@@ -266,16 +451,17 @@ def new_migration_docs(
         m.id: ({
             "id": m.id, "slots": [list(r) for r in m.slots], "from_shard": m.from_shard,
             "to_shard": m.to_shard, "state": m.state.value, "created_ms": now_ms,
-            "plan_epoch": plan_epoch,
+            "plan_epoch": plan_epoch, "plan_kind": plan_kind,
         })
         for m in records
     }
 
 
 def to_cancel(view: ClusterView, migration: str) -> list[str]:
-    """``DELETE /v1/migrations/<id>``: the ``PENDING`` migrations of the same
-    plan (or the migration alone without one) to mark ``CANCELLED``. A
-    ``RUNNING`` one is left to finish: the slots in flight are committed."""
+    """``DELETE /v1/migrations/<id>``: the ``PENDING`` (and ``FAILED``, so they
+    are not retried) migrations of the same plan (or the migration alone
+    without one) to mark ``CANCELLED``. A ``RUNNING`` one is left to finish:
+    the slots in flight are committed."""
     doc = view.migrations.get(migration, {})
     plan_epoch = doc.get("plan_epoch")
     states = {m.id: m.state for m in view.topology.migrations}
@@ -283,7 +469,8 @@ def to_cancel(view: ClusterView, migration: str) -> list[str]:
         mid for mid, d in view.migrations.items()
         if mid == migration or (plan_epoch and d.get("plan_epoch") == plan_epoch)
     ]
-    return sorted(mid for mid in same if states.get(mid) is MigrationState.PENDING)
+    return sorted(mid for mid in same
+                  if states.get(mid) in (MigrationState.PENDING, MigrationState.FAILED))
 
 
 def epoch_ops(
@@ -308,9 +495,82 @@ def epoch_ops(
     return compares, ops, epoch
 
 
-def unfinished(view: ClusterView) -> list[MigrationRecord]:
-    return [m for m in view.topology.migrations
-            if m.state in (MigrationState.PENDING, MigrationState.RUNNING)]
+def unfinished(view: ClusterView, now: float, policy: Policy | None = None) -> list[MigrationRecord]:
+    """Migrations that still hold a plan open (pending, running, or failed and
+    to be retried): a new plan waits for them."""
+    return open_work(view, now, policy or Policy())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartPlan(Action):
+    """An operator's plan is written: its ``PENDING`` migrations, and for a
+    scale out the new shards (empty) with their members, for a scale in the
+    leaving shards' primaries ``MIGRATING``; one transaction, epoch bumped."""
+
+    kind: ClassVar[str] = "migration-plan"
+    automatic: ClassVar[bool] = False
+
+    plan_kind: str
+    migrations: tuple[str, ...]
+
+    def subjects(self) -> dict[str, Any]:
+        return {**Action.subjects(self), "migrations": list(self.migrations)}
+
+
+def plan_writes(view: ClusterView, settings: Settings, planned: Any) -> Writes:
+    """The topology records a plan writes besides its migrations."""
+    nodes: list[NodeWrite] = []
+    shards: list[ShardWrite] = []
+    ids: list[int] = []
+    taken = set(view.replica_ids)
+
+    def new_id(node_id: str) -> int:
+        rid = replica_id_for(node_id, view.epoch, taken)
+        taken.add(rid)
+        ids.append(rid)
+        return rid
+
+    hide = settings.hide_while_loading
+    for new in planned.new_shards:
+        shards.append(ShardWrite(ShardRecord(new.id, (), new.primary, tuple(new.replicas))))
+        p = view.nodes[new.primary].record
+        nodes.append(NodeWrite(replace(p, shard=new.id, role=Role.PRIMARY,
+                                       state=NodeState.MIGRATING, health=Health.ONLINE,
+                                       hidden=False, replica_id=new_id(p.id))))
+        for rid_node in new.replicas:
+            r = view.nodes[rid_node].record
+            nodes.append(NodeWrite(
+                replace(r, shard=new.id, role=Role.REPLICA, state=NodeState.RECOVERING,
+                        health=Health.LOADING, hidden=hide, replica_id=new_id(r.id)),
+                HIDDEN_BY_POLICY if hide else "",
+            ))
+    for sid in planned.leaving:
+        entry = view.shards[sid]
+        p_entry = view.nodes.get(entry.record.primary)
+        if p_entry is not None and p_entry.record.state is not NodeState.MIGRATING:
+            nodes.append(NodeWrite.kept(p_entry, replace(p_entry.record,
+                                                         state=NodeState.MIGRATING)))
+    return Writes(nodes=tuple(nodes), shards=tuple(shards), replica_ids=tuple(ids),
+                  epoch=view.epoch + 1)
+
+
+def plan_txn(
+    rec: Reconciler, view: ClusterView, action: StartPlan, docs: Mapping[str, Mapping[str, Any]]
+) -> Txn:
+    """The plan's records (``action.writes``) and its ``migrations/<id>``
+    documents (absent until now) in one transaction."""
+    from .reconciler import Chain, Txn
+
+    kv = view.kv(rec.keys.epoch)
+    chain = Chain(view.epoch, None if kv is None else kv.value, list(view.history))
+    txn = rec.records_txn(view, chain, action)
+    compares = list(txn.compares)
+    ops = list(txn.ops)
+    for mid, doc in docs.items():
+        key = rec.keys.migration(mid)
+        compares.append(Compare.absent(key))
+        ops.append(Put(key, orjson.dumps(dict(doc))))
+    return Txn(tuple(compares), tuple(ops), txn.epoch)
 
 
 __all__ = [

@@ -112,8 +112,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/rebalance", "rebalance",
           "Plan a scale out, scale in or rebalance; dry_run answers the plan (rows as "
           "ranges, slots per shard before/after, keys and bytes to move when measured) and "
-          "changes nothing. Otherwise (rebalance, scale_in) the plan's migrations are written "
-          "PENDING and the loop runs them (202); a scale out is not wired yet (501)",
+          "changes nothing. Otherwise the plan is written in one transaction: its migrations "
+          "PENDING, a scale out's new shards (primary MIGRATING, replicas RECOVERING), a scale "
+          "in's leaving primary MIGRATING; the loop runs them (202)",
           write=True,
           body={"type": "object", "required": ["kind"], "properties": {
               "kind": {"type": "string", "enum": ["scale_out", "scale_in", "rebalance"]},
@@ -127,7 +128,8 @@ ROUTES: tuple[Route, ...] = (
               "expected_epoch": _EXPECTED_EPOCH}},
           responses={"200": "dry_run: the plan",
                      "202": "The plan and the ids of its migrations (GET /v1/migrations)",
-                     "501": "Running a scale out is not implemented yet: not_implemented"}),
+                     "409": "not_eligible, no_spare, last_shard, migration_in_progress, "
+                     "stale_epoch, conflict"}),
     Route("PATCH", "/v1/settings", "patch_settings",
           "Change settings (compare-and-set on their revision)", write=True,
           body={"type": "object", "properties": {

@@ -28,7 +28,7 @@ from .bootstrap import plan_bootstrap
 from .failover import plan_failover
 from .health import plan_epoch_conflict, plan_health, plan_registration
 from .manual import plan_node_intents
-from .migrations import plan_migrations
+from .migrations import plan_forget_migrations, plan_migrations
 from .policy import Policy
 from .repair import plan_repair
 from .transfer import plan_transfers
@@ -86,6 +86,7 @@ PLANNERS: tuple[tuple[str, Planner], ...] = (
     ("bootstrap", plan_bootstrap),
     ("repair", plan_repair),
     ("intents", plan_forget_intents),
+    ("migration-records", plan_forget_migrations),
 )
 
 
@@ -161,8 +162,12 @@ def fold(view: ClusterView, topology: Topology, writes: Writes) -> Topology:
         nodes[nw.record.id] = nw.record
     for sw in writes.shards:
         shards[sw.record.id] = sw.record
+    for shard_id in writes.forget_shards:
+        shards.pop(shard_id, None)
     epoch = writes.epoch if writes.epoch is not None else topology.epoch + 1
-    return Topology.build(epoch, shards.values(), nodes.values(), topology.migrations)
+    gone = set(writes.forget_migrations)
+    migrations = [m for m in topology.migrations if m.id not in gone]
+    return Topology.build(epoch, shards.values(), nodes.values(), migrations)
 
 
 __all__ = ["PLANNERS", "Plan", "Planner", "fold", "plan"]

@@ -152,6 +152,14 @@ class Reconciler:
             compares.append(Compare.unchanged(key, view.kv(key)))
             since = epoch if sw.primary_since is None else sw.primary_since
             ops.append(Put(key, shard_value(sw.record, epoch, sw.handoff, since)))
+        for shard_id in w.forget_shards:
+            key = k.shard(shard_id)
+            compares.append(Compare.unchanged(key, view.kv(key)))
+            ops.append(Delete(key))
+        for migration_id in w.forget_migrations:
+            key = k.migration(migration_id)
+            compares.append(Compare.unchanged(key, view.kv(key)))
+            ops.append(Delete(key))
         for rid in w.replica_ids:
             key = k.replica_id(rid)
             compares.append(Compare.absent(key))

@@ -89,11 +89,35 @@ async def test_rebalance_errors_change_nothing(api: Running, body: dict, status:
     assert (got, doc["code"]) == (status, code), doc
 
 
-async def test_running_a_scale_out_is_not_wired_yet(api: Running) -> None:
-    before = await api.revision()
+async def test_running_a_scale_out_writes_the_new_shard_and_its_migrations(
+    api: Running,
+) -> None:
+    from coordinator.view import load_view
+
     status, doc = await api.call("POST", "/v1/rebalance", {"kind": "scale_out"})
-    assert (status, doc["code"]) == (501, "not_implemented")
-    assert await api.revision() == before
+    assert status == 202, doc
+    new = doc["plan"]["new_shards"][0]
+    v = await load_view(api.leader.store, api.cluster.keys)
+    assert doc["epoch"] >= 11 and v.epoch >= doc["epoch"]
+    shard = v.shard(new["id"])
+    assert shard is not None and shard.primary == new["primary"]
+    assert shard.replicas == tuple(new["replicas"])
+    primary = v.node(new["primary"])
+    assert primary.role.value == "primary" and primary.state.value == "MIGRATING"
+    assert primary.replica_id > 0 and primary.shard == new["id"]
+    for r in new["replicas"]:
+        rec = v.node(r)
+        assert (rec.role.value, rec.state.value, rec.health.value) == (
+            "replica", "RECOVERING", "loading")
+    # 5461 slots in migrations of settings.migration_batch (64) slots, from two sources
+    mine = [m for m in v.topology.migrations if m.id in set(doc["migrations"])]
+    assert len(mine) == len(doc["migrations"]) == -(-2731 // 64) + -(-2730 // 64)
+    assert all(m.to_shard == new["id"] for m in mine)
+    assert sum(hi - lo + 1 for m in mine for lo, hi in m.slots) == 5461
+    assert all(v.migrations[m.id]["plan_kind"] == "scale_out" for m in mine)
+    # a second plan waits for this one
+    status, doc = await api.call("POST", "/v1/rebalance", {"kind": "rebalance"})
+    assert (status, doc["code"]) == (409, "migration_in_progress")
 
 
 async def test_running_a_balanced_rebalance_writes_nothing(api: Running) -> None:
@@ -107,7 +131,7 @@ async def test_rebalance_needs_the_token_and_is_documented(api: Running) -> None
     status, doc = await api.call("POST", "/v1/rebalance", {"kind": "rebalance"}, token=None)
     assert status == 401
     op = document()["paths"]["/v1/rebalance"]["post"]
-    assert op["operationId"] == "rebalance" and "501" in op["responses"]
+    assert op["operationId"] == "rebalance" and "202" in op["responses"]
 
 
 # --------------------------------------------------------------------------- CLI
@@ -135,6 +159,4 @@ async def test_cli_dry_runs_print_the_plan(api: Running) -> None:
     assert code == 0 and "8192-16383" in text and "leaves" in text
     code, text = await sk("rebalance", *flags(api), "--dry-run", "--json")
     assert code == 0 and json.loads(text)["plan"]["slots_to_move"] == 0
-    code, text = await sk("add-shard", *flags(api))
-    assert code == 1  # running a scale out is not wired yet
     assert await api.revision() == before

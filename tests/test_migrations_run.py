@@ -12,11 +12,11 @@ from coordinator.view import load_view
 from dcs.port import Compare, Put
 from tests.support import EtcdServer, async_wait_until
 from tests.test_coordinator_api import fresh, running
-from tests.test_planner import S, healthy
+from tests.test_planner import N, S, healthy
 
 
 async def test_scale_in_runs_to_the_end(etcd: EtcdServer) -> None:
-    async with running(etcd, fresh(healthy(shards=2, replicas=1))) as api:
+    async with running(etcd, fresh(healthy(shards=2, replicas=1, migration_batch=1024))) as api:
         store, keys = api.leader.store, api.cluster.keys
         status, doc = await api.call("POST", "/v1/rebalance?wait=0",
                                      {"kind": "scale_in", "shard": S(2)})
@@ -56,12 +56,20 @@ async def test_scale_in_runs_to_the_end(etcd: EtcdServer) -> None:
             await async_wait_until(committed, timeout=10, what=f"migration {mid} committed")
             done.add(mid)
 
+        async def dissolved() -> bool:
+            return S(2) not in (await view()).shards
+
+        await async_wait_until(dissolved, timeout=10, what="the emptied shard dissolved")
         v = await view()
         assert set(slot_owners(v.topology)) == {S(1)}
-        assert v.shard(S(2)).slots == ()
-        assert v.epoch >= 11 + 2 * len(ids)  # one bump to start and one to commit each
+        assert v.epoch >= 11 + 2 * len(ids) + 1  # a bump to start and to commit each, dissolve
+        for n in (N(20), N(21)):  # the leaving shard's nodes are spares again
+            rec = v.node(n)
+            assert (rec.role.value, rec.shard, rec.state.value, rec.replica_id) == (
+                "none", "", "ONLINE", 0)
         status, doc = await api.call("GET", "/v1/migrations")
         assert all(m["state"] == "DONE" and m["keys_moved"] == 3 for m in doc["migrations"])
+        assert len(doc["migrations"]) == len(ids)  # finished records outlive the shard
 
 
 async def test_cancel_stops_after_the_running_migration_and_cli_shows_progress(
@@ -73,7 +81,7 @@ async def test_cancel_stops_after_the_running_migration_and_cli_shows_progress(
     from coordinator import cli
     from tests.test_coordinator_api import TOKEN
 
-    async with running(etcd, fresh(healthy(shards=2, replicas=1))) as api:
+    async with running(etcd, fresh(healthy(shards=2, replicas=1, migration_batch=1024))) as api:
         store, keys = api.leader.store, api.cluster.keys
         status, doc = await api.call("POST", "/v1/rebalance?wait=0",
                                      {"kind": "scale_in", "shard": S(2)})
@@ -130,7 +138,7 @@ async def test_cli_remove_shard_follows_the_run_to_a_summary(etcd: EtcdServer) -
     from coordinator import cli
     from tests.test_coordinator_api import TOKEN
 
-    async with running(etcd, fresh(healthy(shards=2, replicas=1))) as api:
+    async with running(etcd, fresh(healthy(shards=2, replicas=1, migration_batch=1024))) as api:
         store, keys = api.leader.store, api.cluster.keys
 
         async def sidecar() -> None:  # the target's sidecar: every running copy succeeds
