@@ -157,10 +157,11 @@ class Stack:
     """``slotkeeper up`` in a temporary directory, with its port layout
     (slotkeeper/up.py), the coordinator API and the processes by command line."""
 
-    def __init__(self, primaries: int, replicas: int) -> None:
-        self.primaries, self.replicas = primaries, replicas
-        self.nodes_count = primaries * (1 + replicas)
-        self.dir = Path(tempfile.mkdtemp(prefix="skbench-failover-"))
+    def __init__(self, primaries: int, replicas: int, spares: int = 0,
+                 prefix: str = "skbench-failover-") -> None:
+        self.primaries, self.replicas, self.spares = primaries, replicas, spares
+        self.nodes_count = primaries * (1 + replicas) + spares
+        self.dir = Path(tempfile.mkdtemp(prefix=prefix))
         # Every port of the layout (up to base + 10000 + nodes) below the ephemeral
         # range: a killed process restarted on its port must find it free.
         high = max(10010, _ephemeral_low() - 10000 - self.nodes_count - 1)
@@ -175,7 +176,8 @@ class Stack:
         log = self.dir / "up.log"
         self.proc = procs.spawn([
             sys.executable, "-m", "slotkeeper", "up", "--primaries", str(self.primaries),
-            "--replicas", str(self.replicas), "--base-port", str(self.base), "--ttl", f"{TTL:g}",
+            "--replicas", str(self.replicas), "--spares", str(self.spares),
+            "--base-port", str(self.base), "--ttl", f"{TTL:g}",
             "--data", str(self.dir / "data"), "--timeout", f"{timeout - 10:g}",
         ], log=log, cwd=self.dir, env=_env())
         wait_for("slotkeeper up to report the cluster up",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import cluster, datanode, failover, profile, replication, sidecar, transfer
+from . import cluster, datanode, failover, migration, profile, replication, sidecar, transfer
 from .report import Context, Row
 
 Section = Callable[[Context], list[Row]]
@@ -26,6 +26,7 @@ SECTIONS: dict[str, Section] = {
     "replication.acked": replication.acked_writes,  # min_replicas_to_ack 1 vs async, -P 1
     "sidecar": sidecar.run,  # etcd write -> view applied p50/p99, sidecar CPU idle / 10 changes/s
     "failover": failover.run,  # whole stack: client write gap per kill mode, acked writes lost, hide
+    "migration": migration.run,  # whole stack: scale out 3→4 and back with 1M keys under a client
 }
 OPT_IN = {"profile.datanode"}
 

@@ -240,6 +240,29 @@ def _paused(view: ClusterView) -> set[str]:
     return {sid for sid, e in view.shards.items() if e.handoff is not None or sid not in view.leases}
 
 
+def _lease_revisions(view: ClusterView, m: MigrationRecord) -> dict[str, int]:
+    """The create revision of both shards' slot leases (a failover or a restarted
+    primary re-creates the lease)."""
+    out = {}
+    for sid in (m.from_shard, m.to_shard):
+        kv = view.kv(view.keys.lease(sid))
+        out[sid] = kv.create_revision if kv is not None else 0
+    return out
+
+
+def _leases_moved(view: ClusterView, m: MigrationRecord, doc: Mapping[str, Any]) -> str:
+    """Why the migration must restart ("" if it need not): a shard's lease was
+    re-created since it started."""
+    then = doc.get("leases")
+    if not isinstance(then, Mapping):
+        return ""
+    now = _lease_revisions(view, m)
+    for sid, role in ((m.from_shard, "source"), (m.to_shard, "target")):
+        if sid in then and then[sid] != now.get(sid):
+            return f"the {role} shard {sid[:8]} changed primary"
+    return ""
+
+
 def retry_due(doc: Mapping[str, Any], now: float, policy: Policy) -> bool | None:
     """For a ``FAILED`` migration: True to start it again now, False to wait
     (backoff), None when it stays failed for good (attempts used up, or marked
@@ -295,6 +318,18 @@ def plan_migrations(
         if m.from_shard in paused or m.to_shard in paused:
             out.notes.append(f"migration {m.id[:8]} waits: a shard it touches is in failover")
             continue
+        moved = _leases_moved(view, m, doc)
+        if moved:
+            # a shard failed over (or its primary restarted) since the copy began: the
+            # source may have taken writes without its marks, the target may hold a
+            # partial copy; copy again (the retry starts clean)
+            out.actions.append(FailMigration(
+                why=f"migration {m.id[:8]} restarts: {moved} since it began",
+                migration=m.id, state=MigrationState.FAILED,
+                fields=(("failed_ms", now_ms), ("error", moved), ("attempts", 0)),
+                writes=Writes(shards=(_unchanged(view, m.to_shard),)),
+            ))
+            continue
         if copied(doc):
             try:
                 src, dst = commit(shards, m)
@@ -330,7 +365,8 @@ def plan_migrations(
             f"{m.from_shard[:8]} to {m.to_shard[:8]}",
             migration=m.id, state=MigrationState.RUNNING,
             fields=(("attempts", attempts), ("started_ms", now_ms), ("copy_state", None),
-                    ("keys_moved", 0), ("bytes_moved", 0), ("error", "")),
+                    ("keys_moved", 0), ("bytes_moved", 0), ("error", ""),
+                    ("leases", _lease_revisions(view, m))),
             writes=Writes(shards=(_unchanged(view, m.to_shard),)),
         ))
     out.extend(plan_shard_lifecycle(view, settings, now, policy))

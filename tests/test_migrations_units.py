@@ -267,3 +267,24 @@ def test_plan_writes_for_a_scale_out_and_a_scale_in():
     w = plan_writes(v, v.settings, planned)
     assert [n.record.id for n in w.nodes] == [N(20)]
     assert w.node(N(20)).state is NodeState.MIGRATING and not w.shards
+
+
+def test_a_migration_restarts_when_a_shard_failed_over_since_it_began():
+    import orjson
+
+    from coordinator.migrations import CommitMigration, FailMigration, StartMigration
+    from tests.test_planner import S
+
+    c = _cluster_with(_doc("m1", "PENDING", 8192, 8199))
+    (start,) = [a for a in c.plan().actions if isinstance(a, StartMigration)]
+    leases = dict(start.fields)["leases"]
+    assert set(leases) == {S(1), S(2)} and all(leases.values())
+    # copied with both leases as they were: committed
+    c = _cluster_with(_doc("m1", "RUNNING", 8192, 8199, copy_state="done", leases=leases))
+    assert [a for a in c.plan().actions if isinstance(a, CommitMigration)]
+    # the source's lease was re-created meanwhile (failover): copy again
+    moved = {**leases, S(2): leases[S(2)] + 1000}
+    c = _cluster_with(_doc("m1", "RUNNING", 8192, 8199, copy_state="done", leases=moved))
+    (fail,) = [a for a in c.plan().actions if isinstance(a, FailMigration)]
+    assert "source shard" in fail.why and not dict(fail.fields).get("retry", True) is False
+    assert orjson.dumps(dict(fail.fields))  # the fields are JSON

@@ -1,0 +1,313 @@
+"""Scale out, scale in and cancel on the whole stack (DESIGN §5; docs/rebalancing.md),
+real processes as `slotkeeper up --primaries 2 --replicas 1 --spares 2` runs them,
+under a continuous redis-py ``RedisCluster`` workload whose every acknowledged
+write is read back afterwards.
+
+Each test starts and ends with 2 shards and 2 spare nodes (a scale out makes the
+spares a third shard, a scale in dissolves it again). Faults: kill -9 of the
+source primary, of the target primary and of the leading coordinator while a plan
+runs; the plan still ends with every slot moved and nothing lost. The settings
+use 512 slots per migration so a plan is about a dozen migrations, and
+``min_replicas_to_ack 1`` so that killing a primary loses nothing to replication lag.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.cluster
+
+from tests.stack_fixtures import Stack, start_stack
+from tests.support import LOOPBACK, wait_until
+
+TOKEN = "scaling-test-token"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with start_stack(tmp_path_factory.mktemp("scaling"), primaries=2, replicas=1, spares=2,
+                     token=TOKEN) as s:
+        s.wait_healthy()
+        # min_replicas_to_ack 1: a primary killed mid-plan loses no acknowledged write
+        # to replication lag, so anything lost would be the migration's fault
+        status, doc = s.write("PATCH", "/v1/settings",
+                              {"migration_batch": 512, "min_replicas_to_ack": 1})
+        assert status == 200, doc
+        s.wait_healthy()
+        s.record_processes()
+        yield s
+
+
+@pytest.fixture
+def whole(stack: Stack) -> Iterator[Stack]:
+    """The shared stack with 2 shards and 2 spares before and after the test."""
+    stack.heal()
+    stack.wait_healthy(timeout=90)
+    yield stack
+    stack.heal()
+    _back_to_two_shards(stack)
+    stack.wait_healthy(timeout=90)
+
+
+def _cluster_client(s: Stack) -> redis.cluster.RedisCluster:
+    """A cluster client that knows every node (any of them may be down a while)."""
+    nodes = [redis.cluster.ClusterNode(LOOPBACK, s.port(i)) for i in range(s.nodes_count)]
+    return redis.cluster.RedisCluster(startup_nodes=nodes, socket_timeout=5)
+
+
+class Workload(threading.Thread):
+    """SETs new keys and GETs written ones through RedisCluster until stopped;
+    remembers every acknowledged write and checks every read."""
+
+    def __init__(self, s: Stack, prefix: str) -> None:
+        super().__init__(daemon=True)
+        self.rc = _cluster_client(s)
+        self.prefix = prefix
+        self.acked: dict[str, str] = {}
+        self.unsure: set[str] = set()  # a write that raised: either value may be there
+        self.errors: list[str] = []
+        self.stale: list[str] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        i = 0
+        while not self.halt.is_set():
+            key, value = f"{self.prefix}:{i % 4000}", f"v{i}"
+            try:
+                self.rc.set(key, value)
+                self.acked[key] = value
+                self.unsure.discard(key)
+            except redis.RedisError as exc:
+                self.errors.append(repr(exc))
+                self.unsure.add(key)
+            if i % 7 == 0 and self.acked:
+                probe = f"{self.prefix}:{(i * 31) % min(i + 1, 4000)}"
+                if probe in self.acked and probe not in self.unsure:
+                    try:
+                        got = self.rc.get(probe)
+                        if got is not None and got.decode() != self.acked[probe]:
+                            self.stale.append(probe)
+                    except redis.RedisError as exc:
+                        self.errors.append(repr(exc))
+            i += 1
+            time.sleep(0.002)
+
+    def stop_and_verify(self, s: Stack) -> None:
+        self.halt.set()
+        self.join(timeout=30)
+        rc = _cluster_client(s)
+        try:
+            keys = sorted(self.acked)
+            pipe = rc.pipeline()
+            for k in keys:
+                pipe.get(k)
+            got = dict(zip(keys, pipe.execute(), strict=True))
+        finally:
+            rc.close()
+            self.rc.close()
+        lost = [k for k in keys if k not in self.unsure
+                and (got[k] is None or got[k].decode() != self.acked[k])]
+        assert len(keys) > 20, "the workload wrote too little"
+        assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:3]}"
+        assert not self.stale, f"stale reads: {self.stale[:3]}"
+
+
+def _plan(s: Stack, body: dict[str, Any]) -> dict[str, Any]:
+    status, doc = s.write("POST", "/v1/rebalance", body)
+    assert status == 202, doc
+    return doc
+
+
+def _states(s: Stack, ids: list[str]) -> dict[str, str]:
+    docs = s.request("GET", "/v1/migrations")[1]["migrations"]
+    return {m["id"]: m["state"] for m in docs if m["id"] in set(ids)}
+
+
+def _wait_plan(s: Stack, ids: list[str], timeout: float = 180) -> dict[str, str]:
+    def over() -> dict[str, str] | None:
+        states = _states(s, ids)
+        if len(states) == len(ids) and all(v in ("DONE", "CANCELLED") for v in states.values()):
+            return states
+        return None
+
+    result: dict[str, str] = wait_until(over, timeout=timeout, interval=0.2,
+                                        what="the plan's migrations to finish")
+    return result
+
+
+def _wait_some_done(s: Stack, ids: list[str]) -> None:
+    wait_until(lambda: list(_states(s, ids).values()).count("DONE") >= 2
+               and "RUNNING" in _states(s, ids).values(), timeout=60, interval=0.05,
+               what="a plan half-way")
+
+
+def _running(s: Stack, ids: list[str]) -> dict[str, Any]:
+    """A migration of the plan while it runs."""
+    def one() -> dict[str, Any] | None:
+        return next((m for m in s.request("GET", "/v1/migrations")[1]["migrations"]
+                     if m["id"] in set(ids) and m["state"] == "RUNNING"), None)
+
+    found: dict[str, Any] = wait_until(one, timeout=60, interval=0.02,
+                                       what="a running migration")
+    return found
+
+
+def _slot_owners(s: Stack) -> dict[str, int]:
+    return {sh["id"]: sum(hi - lo + 1 for lo, hi in sh["slots"]) for sh in s.cluster()["shards"]}
+
+
+def _new_shard(s: Stack, before: set[str]) -> str:
+    return next(sid for sid in _slot_owners(s) if sid not in before)
+
+
+def _back_to_two_shards(s: Stack) -> None:
+    """Scale in until 2 shards are left (after a failed test too)."""
+    for _ in range(3):
+        try:
+            owners = _slot_owners(s)
+        except Exception:
+            return
+        if len(owners) <= 2:
+            return
+        ids = [m["id"] for m in s.request("GET", "/v1/migrations")[1]["migrations"]
+               if m["state"] in ("PENDING", "RUNNING")]
+        if ids:
+            _wait_plan(s, ids)
+            continue
+        victim = min(owners, key=lambda sid: owners[sid])
+        status, doc = s.write("POST", "/v1/rebalance", {"kind": "scale_in", "shard": victim})
+        if status == 202:
+            _wait_plan(s, doc["migrations"])
+        wait_until(lambda: len(_slot_owners(s)) <= 2, timeout=60, what="the shard dissolved")
+
+
+def _settled(s: Stack, timeout: float = 90) -> None:
+    """Every node alive and online, every shard led by its lease holder (any
+    number of shards)."""
+    def ok() -> bool:
+        doc = s.cluster()
+        return all(n.get("alive") and n["health"] == "online" for n in doc["nodes"]) and all(
+            sh["lease"] == sh["primary"] for sh in doc["shards"])
+
+    wait_until(ok, timeout=timeout, interval=0.1, what="every node online, every shard leased")
+
+
+def _scale_out_in(s: Stack, during: Callable[[list[str], str], None] | None = None,
+                  prefix: str = "wl") -> None:
+    """Scale out under the workload (``during(ids, phase)`` runs once the plan is
+    half-way), check, scale back in, check."""
+    before = set(_slot_owners(s))
+    work = Workload(s, prefix)
+    work.start()
+    try:
+        doc = _plan(s, {"kind": "scale_out"})
+        assert len(doc["plan"]["new_shards"]) == 1
+        if during is not None:
+            _wait_some_done(s, doc["migrations"])
+            during(doc["migrations"], "out")
+        states = _wait_plan(s, doc["migrations"])
+        assert set(states.values()) == {"DONE"}
+        new = _new_shard(s, before)
+        wait_until(lambda: {n["state"] for n in s.cluster()["nodes"]
+                            if n["shard"] == new and n["role"] == "primary"} == {"ACTIVE"},
+                   timeout=30, what="the new shard's primary ACTIVE")
+        assert sorted(_slot_owners(s).values()) == [5461, 5461, 5462]
+    finally:
+        work.stop_and_verify(s)
+    s.heal()
+    _settled(s)
+    work = Workload(s, prefix + "-in")
+    work.start()
+    try:
+        doc = _plan(s, {"kind": "scale_in", "shard": new})
+        states = _wait_plan(s, doc["migrations"])
+        assert set(states.values()) == {"DONE"}
+        wait_until(lambda: new not in _slot_owners(s), timeout=60, what="the shard dissolved")
+        roles = {n["id"]: (n["role"], n["state"]) for n in s.cluster()["nodes"]}
+        assert sorted(r for r, _ in roles.values()).count("none") == 2
+    finally:
+        work.stop_and_verify(s)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_scale_out_then_in_under_a_cluster_client_workload(whole: Stack) -> None:
+    _scale_out_in(whole)
+    # the spares went back to role none with a retired replica_id: a new shard
+    # made of them again gets new replica_ids (never reused)
+    spares = [n for n in whole.cluster()["nodes"] if n["role"] == "none"]
+    assert len(spares) == 2 and all(n["replica_id"] == 0 for n in spares)
+
+
+def test_kill_the_source_primary_mid_migration(whole: Stack) -> None:
+    s = whole
+
+    def kill_source(ids: list[str], phase: str) -> None:
+        source = s.shards()[_running(s, ids)["from_shard"]]
+        i = s.index(s.node(source["primary"]))
+        pid = s.datanode_pid(i)
+        assert pid is not None
+        s.kill(pid)
+        wait_until(lambda: s.shards()[source["id"]]["primary"] != source["primary"],
+                   timeout=30, what="the source shard failed over")
+        s.heal()
+
+    _scale_out_in(s, kill_source, prefix="src")
+
+
+def test_kill_the_target_primary_mid_migration(whole: Stack) -> None:
+    s = whole
+
+    def kill_target(ids: list[str], phase: str) -> None:
+        target = _running(s, ids)["to_shard"]
+        primary = s.shards()[target]["primary"]
+        pid = s.datanode_pid(s.index(s.node(primary)))
+        assert pid is not None
+        s.kill(pid)
+        wait_until(lambda: s.shards()[target]["primary"] != primary, timeout=30,
+                   what="the target shard failed over")
+        s.heal()
+
+    _scale_out_in(s, kill_target, prefix="dst")
+
+
+def test_kill_the_leading_coordinator_mid_migration(whole: Stack) -> None:
+    s = whole
+
+    def kill_leader(ids: list[str], phase: str) -> None:
+        leader = s.leader_url()
+        pid = s.coordinator_pid(s.coordinator_index(leader))
+        assert pid is not None
+        s.kill(pid)
+        wait_until(lambda: s.leader_url() != leader, timeout=30, what="a new leader")
+        s.heal()
+
+    _scale_out_in(s, kill_leader, prefix="coord")
+
+
+def test_cancel_stops_the_plan_and_nothing_is_lost(whole: Stack) -> None:
+    s = whole
+    before = set(_slot_owners(s))
+    work = Workload(s, "cancel")
+    work.start()
+    try:
+        doc = _plan(s, {"kind": "scale_out"})
+        ids = doc["migrations"]
+        _wait_some_done(s, ids)
+        status, out = s.write("DELETE", f"/v1/migrations/{ids[-1]}")
+        assert status == 200, out
+        states = _wait_plan(s, ids)
+        assert "CANCELLED" in states.values() and "DONE" in states.values()
+        owners = _slot_owners(s)
+        new = _new_shard(s, before)
+        done = sum(1 for v in states.values() if v == "DONE")
+        assert 0 < owners[new] < 5461 and done >= 2
+        assert sum(owners.values()) == 16384
+    finally:
+        work.stop_and_verify(s)
