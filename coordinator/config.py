@@ -11,15 +11,14 @@ gives the settings written when etcd has none yet, e.g. the bootstrap shape.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
 
+from clusterstate.config_loader import SettingsSource, check_etcd_tls
 from clusterstate.keys import KeyLayoutError, Keys
 from clusterstate.records import RecordError, Settings
 from dcs.retry import check_lease_timing
@@ -63,7 +62,7 @@ class Config:
             Keys(self.cluster)
         except KeyLayoutError as exc:
             raise ConfigError(str(exc)) from None
-        check_etcd_tls(self.etcd, self.etcd_cacert, self.etcd_cert, self.etcd_key)
+        check_etcd_tls(self.etcd, self.etcd_cacert, self.etcd_cert, self.etcd_key, ConfigError)
         if not 0 < self.http_port < 65536:
             raise ConfigError(f"http-port must be 1-65535, got {self.http_port}")
         if self.log_level not in LOG_LEVELS:
@@ -133,27 +132,7 @@ _CONVERT: dict[str, Any] = {
 }
 
 
-def check_etcd_tls(etcd: str, cacert: str, cert: str, key: str) -> None:
-    """The etcd TLS flags agree with each other and the endpoints, and the files
-    can be read (EtcdStore reads them when the store is made; failing here says
-    so at start). TLS is on with https:// endpoints or any of the files."""
-    if bool(cert) != bool(key):
-        raise ConfigError("give both --etcd-cert and --etcd-key, or neither")
-    schemes = {ep.strip().partition("://")[0].lower() for ep in etcd.split(",") if "://" in ep}
-    if "http" in schemes and "https" in schemes:
-        raise ConfigError(f"--etcd {etcd}: endpoints mix http:// and https://")
-    if (cacert or cert) and "http" in schemes:
-        raise ConfigError(f"--etcd {etcd}: TLS files given, use https:// endpoints (or none)")
-    for flag, path in (("--etcd-cacert", cacert), ("--etcd-cert", cert), ("--etcd-key", key)):
-        if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
-            raise ConfigError(f"{flag} {path}: not a readable file")
-
-
-def _coerce(name: str, value: Any) -> Any:
-    try:
-        return _CONVERT.get(name, str)(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid value for {name.replace('_', '-')}: {value!r}") from exc
+SOURCE = SettingsSource("coordinator", "SLOTKEEPER_", ConfigError, _CONVERT)
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
@@ -210,34 +189,9 @@ def load_config(
 ) -> Config:
     """Flags > environment (``SLOTKEEPER_<NAME>``) > TOML file > defaults."""
     args = parser().parse_args(list(argv))
-    environ = os.environ if environ is None else environ
     names = [f.name for f in fields(Config) if f.name != "initial_settings"]
-    values: dict[str, Any] = {}
-    initial: dict[str, Any] = {}
-    path = args.config or environ.get("SLOTKEEPER_CONFIG")
-    if path:
-        try:
-            with open(path, "rb") as fh:
-                doc = tomllib.load(fh)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        section = doc.get("coordinator", doc)
-        for key, value in section.items():
-            name = key.replace("-", "_")
-            if name == "settings" and isinstance(value, dict):
-                initial.update(value)
-                continue
-            if name not in names:
-                raise ConfigError(f"unknown setting {key!r} in {path}")
-            values[name] = _coerce(name, value)
-    for name in names:
-        env = environ.get("SLOTKEEPER_" + name.upper())
-        if env is not None:
-            values[name] = _coerce(name, env)
-    for name in names:
-        flag = getattr(args, name, None)
-        if flag is not None:
-            values[name] = _coerce(name, flag)
+    values, tables = SOURCE.layers(names, args, environ, tables=("settings",))
+    initial = tables.get("settings", {})
     initial.update(_parse_set(args.set))
     if initial:
         values["initial_settings"] = orjson.dumps(initial).decode()

@@ -4,12 +4,12 @@ and an optional TOML file (in that order of precedence), validated once."""
 from __future__ import annotations
 
 import argparse
-import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+from clusterstate.config_loader import SettingsSource
 
 POLICIES = ("noeviction", "allkeys-lru", "volatile-ttl")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -134,12 +134,7 @@ _CONVERT: dict[str, Any] = {
 }
 
 
-def _coerce(name: str, value: Any) -> Any:
-    conv = _CONVERT.get(name, str)
-    try:
-        return conv(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid value for {name.replace('_', '-')}: {value!r}") from exc
+SOURCE = SettingsSource("datanode", "SLOTKEEPER_", ConfigError, _CONVERT)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,33 +171,7 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Merge TOML file < environment < flags < overrides into one validated Settings."""
-    environ = os.environ if environ is None else environ
-    names = [f.name for f in fields(Settings)]
-    values: dict[str, Any] = {}
-    config_file = getattr(args, "config", None) or environ.get("SLOTKEEPER_CONFIG")
-    if config_file:
-        try:
-            with open(config_file, "rb") as fh:
-                doc = tomllib.load(fh)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
-        section = doc.get("datanode", doc)
-        for key, value in section.items():
-            name = key.replace("-", "_")
-            if name not in names:
-                raise ConfigError(f"unknown setting {key!r} in {config_file}")
-            values[name] = _coerce(name, value)
-    for name in names:
-        env = environ.get("SLOTKEEPER_" + name.upper())
-        if env is not None:
-            values[name] = _coerce(name, env)
-    if args is not None:
-        for name in names:
-            v = getattr(args, name, None)
-            if v is not None:
-                values[name] = _coerce(name, v)
-    if overrides:
-        values.update(overrides)
+    values, _ = SOURCE.layers([f.name for f in fields(Settings)], args, environ, overrides)
     return Settings(**values)
 
 

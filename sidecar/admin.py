@@ -147,7 +147,11 @@ class AdminConnection:
         return fut
 
     async def call(self, *args: object, timeout: float | None = None) -> Any:
-        fut = self.send(*args)
+        return await self.reply(self.send(*args), args, timeout=timeout)
+
+    async def reply(self, fut: asyncio.Future[Any], args: Sequence[object], *,
+                    timeout: float | None = None) -> Any:
+        """The reply of a command :meth:`send` wrote (``args``: for the error)."""
         try:
             async with asyncio.timeout(self.timeout if timeout is None else timeout):
                 return await fut
@@ -208,11 +212,26 @@ class Datanode:
         )
         return reply != "NOOP"
 
+    async def replicate_and_observe(
+        self, host: str, port: int, epoch: int, replica_id: int
+    ) -> tuple[bool, Replication | None]:
+        """``REPLICATE`` with ``SLOTKEEPER REPLICATION`` written right behind it on the
+        same connection: (changed, the data node's replication just after it took the
+        instruction, before any sync that starts could complete: that takes round trips
+        to the primary; None if that read was refused)."""
+        instruct = ("SLOTKEEPER", "REPLICATE", host, port, epoch, replica_id)
+        observe = ("SLOTKEEPER", "REPLICATION")
+        instructed, observed = self.conn.send(*instruct), self.conn.send(*observe)
+        observed.add_done_callback(_retrieved)  # not awaited if the instruction fails
+        changed = plain(await self.conn.reply(instructed, instruct)) != "NOOP"
+        try:
+            return changed, _replication(await self.conn.reply(observed, observe))
+        except AdminError as exc:
+            log.warning("SLOTKEEPER REPLICATION refused after REPLICATE: %s", exc)
+            return changed, None
+
     async def replication(self) -> Replication:
-        reply = plain(await self.conn.call("SLOTKEEPER", "REPLICATION"))
-        if not isinstance(reply, Mapping):
-            raise AdminError(f"unexpected SLOTKEEPER REPLICATION reply {reply!r}")
-        return Replication.from_reply(reply)
+        return _replication(await self.conn.call("SLOTKEEPER", "REPLICATION"))
 
     async def min_replicas_to_ack(self, n: int, timeout_ms: int) -> None:
         await self.conn.call("SLOTKEEPER", "MIN-REPLICAS-TO-ACK", n, timeout_ms)
@@ -268,3 +287,15 @@ async def _fence_or_confirm_gone_once(host: str, port: int, timeout: float) -> s
         return "unknown"
     finally:
         conn.close()
+
+
+def _replication(raw: Any) -> Replication:
+    reply = plain(raw)
+    if not isinstance(reply, Mapping):
+        raise AdminError(f"unexpected SLOTKEEPER REPLICATION reply {reply!r}")
+    return Replication.from_reply(reply)
+
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()

@@ -36,7 +36,7 @@ from . import permit, slotlease
 from . import snapshot as local_snapshot
 from .admin import AdminError, Datanode, DatanodeUnavailable
 from .boot import BootDecision
-from .facts import Replication, still_loading
+from .facts import Replication, still_loading, synced_replica_id
 from .plan import (
     Applied,
     Fence,
@@ -205,12 +205,19 @@ class Applier:
         self.wake.set()
 
     def on_replication(self, repl: Replication) -> None:
-        self.state.update(repl=repl, datanode_up=True, datanode_error="")
-        loading = still_loading(self.state.peek())
-        if loading != self.state.peek().loading:
+        """An observation of the data node's replication: the observed health and the
+        loading flag change together (the status that says ``online`` is published
+        from the same facts that say promotable)."""
+        before = self.state.peek()
+        synced = synced_replica_id(before.repl, repl, before.synced_replica_id)
+        after = dataclasses.replace(before, repl=repl, datanode_up=True, datanode_error="",
+                                    synced_replica_id=synced)
+        loading = still_loading(after)
+        self.state.update(repl=repl, datanode_up=True, datanode_error="",
+                          synced_replica_id=synced, loading=loading)
+        if loading != before.loading:
             log.info("replica %s", "loading" if loading else "synced: online, promotable")
-            self.state.update(loading=loading)
-            self.wake.set()  # the local snapshot records it
+            self.wake.set()  # the local snapshot records it; a deferred promotion may go
 
     # ------------------------------------------------------------------ permit
 
@@ -333,17 +340,29 @@ class Applier:
                     await self.datanode.push_view(step.view)
                 elif isinstance(step, Promote):
                     await self.datanode.promote(step.epoch, step.replica_id)
+                elif isinstance(step, Replicate) and step.new_member:
+                    _, observed = await self.datanode.replicate_and_observe(
+                        step.host, step.port, step.epoch, step.replica_id)
+                    self._joined(step.replica_id, observed)
                 elif isinstance(step, Replicate):
                     await self.datanode.replicate(step.host, step.port, step.epoch,
                                                   step.replica_id)
-                    if step.new_member:
-                        self.state.update(loading=True)
             except AdminError as exc:
                 text = f"data node refused {type(step).__name__} for epoch {plan.applied.epoch}: {exc}"
                 log.error("%s", text)
                 self.state.update(last_error=text)
                 return False
         return True
+
+    def _joined(self, replica_id: int, observed: Replication | None) -> None:
+        """A new replica_id was instructed: a full resync, loading until the data node is
+        seen holding a complete copy under that replica_id. ``observed`` was read right
+        behind ``REPLICATE`` (before any sync it started could complete): it is the
+        baseline that lets the next observation count a full sync loaded meanwhile, even
+        if the primary died and the link was never seen up."""
+        if observed is not None:
+            self.on_replication(observed)
+        self.state.update(loading=self.state.peek().synced_replica_id != replica_id)
 
     def _adopt(self, plan: ViewPlan, source: str) -> None:
         applied = plan.applied
@@ -356,6 +375,7 @@ class Applier:
             replica_id=applied.replica_id,
             state=me.state.value if me is not None else "",
             hidden=me.hidden if me is not None else False,
+            served_zone=me.zone if me is not None else None,
             last_error=plan.error,
         )
         if applied.role is not Role.PRIMARY:

@@ -14,14 +14,13 @@ at top level or under ``[sidecar]``.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from clusterstate.config_loader import SettingsSource, check_etcd_tls
 from clusterstate.keys import KeyLayoutError, Keys
 
 ENV_PREFIX = "SLOTKEEPER_SIDECAR_"
@@ -74,7 +73,8 @@ class SidecarConfig:
             raise ConfigError(str(exc)) from None
         if not self.etcd:
             raise ConfigError("--etcd needs at least one endpoint")
-        check_etcd_tls(",".join(self.etcd), self.etcd_cacert, self.etcd_cert, self.etcd_key)
+        check_etcd_tls(",".join(self.etcd), self.etcd_cacert, self.etcd_cert, self.etcd_key,
+                       ConfigError)
         if bool(self.etcd_user) != bool(self.etcd_password):
             raise ConfigError("give both --etcd-user and --etcd-password, or neither")
         host, port = split_hostport(self.datanode, "--datanode")
@@ -110,22 +110,6 @@ class SidecarConfig:
     @property
     def health_url(self) -> str:
         return f"http://{self.advertise_addr}:{self.http_port}/health"
-
-
-def check_etcd_tls(etcd: str, cacert: str, cert: str, key: str) -> None:
-    """The etcd TLS flags agree with each other and the endpoints, and the files
-    can be read (EtcdStore reads them when the store is made; failing here says
-    so at start). TLS is on with https:// endpoints or any of the files."""
-    if bool(cert) != bool(key):
-        raise ConfigError("give both --etcd-cert and --etcd-key, or neither")
-    schemes = {ep.strip().partition("://")[0].lower() for ep in etcd.split(",") if "://" in ep}
-    if "http" in schemes and "https" in schemes:
-        raise ConfigError(f"--etcd {etcd}: endpoints mix http:// and https://")
-    if (cacert or cert) and "http" in schemes:
-        raise ConfigError(f"--etcd {etcd}: TLS files given, use https:// endpoints (or none)")
-    for flag, path in (("--etcd-cacert", cacert), ("--etcd-cert", cert), ("--etcd-key", key)):
-        if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
-            raise ConfigError(f"{flag} {path}: not a readable file")
 
 
 def split_hostport(text: str, what: str) -> tuple[str, int]:
@@ -164,11 +148,13 @@ _CONVERT: dict[str, Any] = {
 }
 
 
-def _coerce(name: str, value: Any) -> Any:
-    try:
-        return _CONVERT.get(name, str)(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid value for {name.replace('_', '-')}: {value!r}") from exc
+def _split_repeated(values: Any) -> tuple[str, ...]:
+    """A repeated flag, each possibly comma-separated."""
+    return tuple(e for item in values for e in _split_list(item))
+
+
+SOURCE = SettingsSource("sidecar", ENV_PREFIX, ConfigError, _CONVERT,
+                        flag_convert={"etcd": _split_repeated})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -210,37 +196,7 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
 ) -> SidecarConfig:
     """Merge TOML file < environment < flags < overrides into one validated config."""
-    environ = os.environ if environ is None else environ
-    names = [f.name for f in fields(SidecarConfig)]
-    values: dict[str, Any] = {}
-    config_file = getattr(args, "config", None) or environ.get(ENV_PREFIX + "CONFIG")
-    if config_file:
-        try:
-            with open(config_file, "rb") as fh:
-                doc = tomllib.load(fh)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
-        section = doc.get("sidecar", doc)
-        for key, value in section.items():
-            name = key.replace("-", "_")
-            if name not in names:
-                raise ConfigError(f"unknown setting {key!r} in {config_file}")
-            values[name] = _coerce(name, value)
-    for name in names:
-        env = environ.get(ENV_PREFIX + name.upper())
-        if env is not None:
-            values[name] = _coerce(name, env)
-    if args is not None:
-        for name in names:
-            v = getattr(args, name, None)
-            if v is None:
-                continue
-            if name == "etcd":  # repeated flag, each possibly comma-separated
-                values[name] = tuple(e for item in v for e in _split_list(item))
-            else:
-                values[name] = _coerce(name, v)
-    if overrides:
-        values.update(overrides)
+    values, _ = SOURCE.layers([f.name for f in fields(SidecarConfig)], args, environ, overrides)
     try:
         return SidecarConfig(**values)
     except TypeError as exc:

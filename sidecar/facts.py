@@ -29,6 +29,7 @@ class Replication:
     link_up: bool = False  # replica: streaming from its primary
     syncing: bool = False  # replica: a full sync is loading
     load_progress: float = 1.0
+    full_syncs_loaded: int = 0  # full syncs this data node process has loaded, ever
     last_error: str = ""
     replicas: tuple[Mapping[str, Any], ...] = ()  # primary: its followers
 
@@ -54,6 +55,7 @@ class Replication:
             link_up=reply.get("link") == "up",
             syncing=bool(num("sync_in_progress")),
             load_progress=progress,
+            full_syncs_loaded=num("full_syncs_loaded"),
             last_error=str(reply.get("last_error") or ""),
             replicas=tuple(r for r in replicas if isinstance(r, Mapping)),
         )
@@ -85,9 +87,13 @@ class Facts:
     replica_id: int = 0
     state: str = ""  # NodeState of this node's record ("" without one)
     hidden: bool = False
+    served_zone: str | None = None  # the zone of this node's record (None without one)
     slot_lease: bool = False
     permit_until: float | None = None  # last granted permit deadline (monotonic)
     loading: bool = False  # a replica that has not finished its first sync
+    # the replica_id under which the data node was last seen holding a complete copy of
+    # its primary's data (None: not seen since the data node started, or resyncing)
+    synced_replica_id: int | None = None
     conflict: str = ""
     last_error: str = ""
     primary_offset: int | None = None  # the shard primary's last published offset
@@ -145,14 +151,42 @@ def observed_health(f: Facts) -> Health:
     return Health.ONLINE
 
 
+def synced_replica_id(prev: Replication, repl: Replication, latched: int | None) -> int | None:
+    """The replica_id under which the data node holds a complete copy of its primary's
+    data, after the observation ``repl`` that follows ``prev`` (``latched``: the value
+    before it; None: no complete copy is known).
+
+    Evidence is read from the data node, whatever the sidecar has applied yet: its link
+    streaming with no full sync loading, or a full sync *loaded* between two
+    observations that both show this replica_id (the primary may have died before any
+    observation saw the link up). A replica_id is never reused, so an observation that
+    shows it was made after the data node took that membership's ``REPLICATE``: a sync
+    counted between two of them was loaded for it. A full sync in progress clears it.
+    """
+    if repl.role != "replica":
+        return latched
+    if repl.syncing:
+        return None
+    if repl.link_up:
+        return repl.replica_id
+    if repl.replica_id == prev.replica_id and repl.full_syncs_loaded > prev.full_syncs_loaded:
+        return repl.replica_id
+    return latched
+
+
 def still_loading(f: Facts) -> bool:
     """The loading flag after this observation: cleared once a replica streams with
-    no full sync in progress; set while one loads."""
+    no full sync in progress, or once its data node was seen holding a complete copy
+    for the replica_id this node applied (a link that died after that sync does not
+    make it loading again); set while a full sync loads. A replica restarted mid-join
+    (boot rule 6) stays loading until its data node completes a sync."""
     if f.role_applied is not Role.REPLICA or not f.datanode_up:
         return f.loading
     if f.repl.syncing:
         return True
-    if f.repl.link_up:
+    if f.repl.link_up and f.repl.replica_id == f.replica_id:
+        return False
+    if f.synced_replica_id is not None and f.synced_replica_id == f.replica_id:
         return False
     return f.loading
 
@@ -210,7 +244,8 @@ def consul_facts(f: Facts) -> ConsulFacts:
         state=state or NodeState.ONLINE.value,
         epoch=max(f.epoch_applied, 0),
         replica_id=f.replica_id,
-        zone=f.zone,
+        # the served record's zone (live: PATCH /v1/nodes/<id>); --zone until there is one
+        zone=f.zone if f.served_zone is None else f.served_zone,
         hidden=f.hidden,
     )
 
@@ -242,6 +277,8 @@ def status_document(f: Facts) -> dict[str, Any]:
             "role": f.repl.role, "offset": f.repl.offset, "replid": f.repl.replid,
             "link_up": f.repl.link_up, "syncing": f.repl.syncing,
             "load_progress": f.repl.load_progress, "lag": f.lag,
+            "full_syncs_loaded": f.repl.full_syncs_loaded,
+            "synced_replica_id": f.synced_replica_id,
         },
         "loading": f.loading,
         "conflict": f.conflict,

@@ -7,10 +7,11 @@ node's client port, tags ``role:<role>``, ``<role>`` (for DNS such as
 replica_id, zone; an HTTP check on the sidecar's ``/health``.
 
 Registered once the node id is known, updated whenever the role, shard, state,
-epoch or replica_id changes (Consul keeps the check's status across updates),
-re-registered if the agent lost it (checked every ``verify_every`` seconds), and
-deregistered on a clean shutdown. Consul being unreachable never blocks anything
-else: the registration is retried with backoff.
+epoch, replica_id, zone or hidden flag changes (Consul keeps the check's status
+across updates; the zone and the flag are the served record's, so an operator's
+change reaches Consul live), re-registered if the agent lost it (checked every
+``verify_every`` seconds), and deregistered on a clean shutdown. Consul being
+unreachable never blocks anything else: the registration is retried with backoff.
 """
 
 from __future__ import annotations

@@ -212,7 +212,8 @@ class Sidecar:
                           datanode_up=True, datanode_error="", repl=repl, lease_id=0,
                           slot_lease=False, permit_until=None, epoch_applied=-1,
                           role_applied=Role.NONE, shard="", state="", hidden=False,
-                          replica_id=repl.replica_id, migrations={})
+                          served_zone=None, replica_id=repl.replica_id,
+                          synced_replica_id=None, migrations={})
         log.info("data node %s answering (clients :%d, admin :%d), %s at epoch %d: fenced",
                  node_id, client_port, admin_port, repl.role, repl.epoch)
         local = local_snapshot.read(c.snapshot_path, node_id)

@@ -583,10 +583,6 @@ def test_hidden_and_tags_reach_every_node(whole: Stack) -> None:
                == replica["zone"], "the zone to be restored everywhere")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: the Consul registration's zone tag and meta come from the sidecar's "
-    "--zone flag, never from the node record, so `PATCH /v1/nodes/<id> {zone}` (live) "
-    "does not reach Consul (sidecar/facts.py consul_facts uses Facts.zone)"))
 def test_a_zone_tag_reaches_consul(whole: Stack) -> None:
     s = whole
     _, _, replica = layout(s, 1)

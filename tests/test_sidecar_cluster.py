@@ -139,12 +139,6 @@ async def test_etcd_stopped_fences_the_primary_within_ttl_x_0_8_then_recovers(
 # --------------------------------------------------------------------------- failover
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race (open in the closing note): the replica's 'loading' flag can still be "
-    "set when its primary dies right after the first sync, and the promotion then stays "
-    "deferred; the lease part of this test passes every time",
-)
 async def test_datanode_killed_lease_gone_fast_then_the_replica_is_promoted(
     etcd: EtcdServer, store: EtcdStore, tmp_path: Path, cleanup: list[Any]
 ) -> None:

@@ -35,10 +35,12 @@ from sidecar.config import ConfigError, load_config, parse_args
 from sidecar.facts import (
     Facts,
     Replication,
+    consul_facts,
     observed_health,
     same_but_offset,
     status_record,
     still_loading,
+    synced_replica_id,
 )
 from sidecar.lease import LeaseKeeper, LeaseTiming
 from sidecar.plan import (
@@ -351,6 +353,57 @@ def test_observed_health_and_loading(f: Facts, health: Health, loading_after: bo
     assert still_loading(f) is loading_after
 
 
+RID, OLD = 4242, 17  # the replica_id of a new membership, and the one before it
+
+
+def seen(replica_id: int = RID, *, role: str = "replica", link_up: bool = False,
+         syncing: bool = False, loaded: int = 0) -> Replication:
+    return Replication(role=role, replica_id=replica_id, link_up=link_up, syncing=syncing,
+                       full_syncs_loaded=loaded)
+
+
+@pytest.mark.parametrize("name,prev,repl,latched,expected", [
+    ("streaming", seen(), seen(link_up=True), None, RID),
+    ("still connecting", seen(), seen(), None, None),
+    ("a full sync loading", seen(), seen(syncing=True), None, None),
+    ("a resync clears it", seen(link_up=True), seen(syncing=True, loaded=1), RID, None),
+    # the primary died right after the sync: no observation saw the link up
+    ("a sync loaded between two observations, link down", seen(), seen(loaded=1), None, RID),
+    ("a resync loaded, link down again", seen(syncing=True, loaded=1), seen(loaded=2), None,
+     RID),
+    ("link down after streaming: kept", seen(link_up=True, loaded=1), seen(loaded=1), RID, RID),
+    # the previous observation predates REPLICATE: its count may be an old membership's sync
+    ("count from before the instruction", seen(OLD), seen(loaded=1), None, None),
+    ("count from before the instruction, latched old", seen(OLD, link_up=True),
+     seen(loaded=1), OLD, OLD),
+    ("a fresh data node process (count restarted)", seen(loaded=3), seen(loaded=0), None, None),
+    ("a primary: unchanged", seen(), seen(role="primary", loaded=5), None, None),
+    ("a primary: unchanged, latched", seen(), seen(role="primary"), RID, RID),
+])
+def test_synced_replica_id(name: str, prev: Replication, repl: Replication,
+                           latched: int | None, expected: int | None) -> None:
+    assert synced_replica_id(prev, repl, latched) == expected
+
+
+@pytest.mark.parametrize("name,f,loading_after", [
+    ("synced for this membership, link down (primary died)",
+     facts(replica_id=RID, repl=seen(), synced_replica_id=RID, loading=True), False),
+    ("synced under another replica_id only",
+     facts(replica_id=RID, repl=seen(), synced_replica_id=OLD, loading=True), True),
+    ("restarted mid-join (rule 6), nothing seen yet",
+     facts(replica_id=RID, repl=seen(), loading=True), True),
+    ("synced once, now resyncing",
+     facts(replica_id=RID, repl=seen(syncing=True), synced_replica_id=None), True),
+    ("a stale observation streaming under the previous replica_id",
+     facts(replica_id=RID, repl=seen(OLD, link_up=True), loading=True), True),
+    ("streaming under this replica_id",
+     facts(replica_id=RID, repl=seen(link_up=True), loading=True), False),
+])
+def test_still_loading_follows_the_synced_membership(name: str, f: Facts,
+                                                     loading_after: bool) -> None:
+    assert still_loading(f) is loading_after
+
+
 def test_status_record() -> None:
     st = status_record(facts(repl=Replication(role="replica", syncing=True, load_progress=0.25,
                                               offset=77, replid="r" * 40)))
@@ -366,6 +419,29 @@ def test_status_record() -> None:
     a, b = status_record(facts()), status_record(facts(repl=Replication(offset=9)))
     assert a != b and same_but_offset(a, b)
     assert not same_but_offset(a, status_record(facts(epoch_applied=4)))
+
+
+async def test_the_served_zone_reaches_the_consul_registration(tmp_path: Path) -> None:
+    """``--zone`` until the node has a record; then the record's zone, live (a zone
+    changed by the coordinator re-registers the service with the new tag and meta)."""
+    from sidecar.registrar import registration
+
+    applier = replica_applier(tmp_path)
+    state = applier.state
+    state.update(zone="flag-zone", node_id=ME, addr="127.0.0.1", port=7001)
+    assert consul_facts(state.peek()).zone == "flag-zone"
+    records = [replace(n, zone="zone-a") if n.id == ME else n for n in AS_NEW_REPLICA.nodes]
+    await apply(applier, Topology.build(1, AS_NEW_REPLICA.shards, records))
+    assert consul_facts(state.peek()).zone == "zone-a"
+    records = [replace(n, zone="zone-y") if n.id == ME else n for n in records]
+    await apply(applier, Topology.build(2, AS_NEW_REPLICA.shards, records))
+    reg = registration(ME, "127.0.0.1", 7001, consul_facts(state.peek()), None)
+    assert "zone:zone-y" in reg.tags and reg.meta["zone"] == "zone-y"
+    assert status_record(state.peek()).zone == "flag-zone"  # status/ reports the flag
+    records = [replace(n, zone="") if n.id == ME else n for n in records]
+    await apply(applier, Topology.build(3, AS_NEW_REPLICA.shards, records))
+    reg = registration(ME, "127.0.0.1", 7001, consul_facts(state.peek()), None)
+    assert not any(t.startswith("zone:") for t in reg.tags) and reg.meta["zone"] == ""
 
 
 # =========================================================================== probes
@@ -713,6 +789,16 @@ class FakeDatanode:
         self.sent.append(f"replicate {epoch}")
         return True
 
+    async def replicate_and_observe(self, host: str, port: int, epoch: int,
+                                    replica_id: int) -> tuple[bool, Replication | None]:
+        self.sent.append(f"replicate {epoch}")
+        self.sent.append("replication")
+        return True, self.observed(replica_id)
+
+    def observed(self, replica_id: int) -> Replication | None:
+        """What ``SLOTKEEPER REPLICATION`` says right after a ``REPLICATE``."""
+        return Replication(role="replica", replica_id=replica_id)
+
     async def min_replicas_to_ack(self, n: int, ms: int) -> None:
         self.sent.append(f"min-acks {n}")
 
@@ -766,12 +852,95 @@ async def test_applier_fences_before_giving_up_the_slot_lease_and_never_regrants
     assert dn.sent == ["revoke"]  # writes stop when the demoting view is seen
     applier.on_keepalive(clock(), 2)  # ... and no keepalive grants again meanwhile
     await applier.reconcile()
-    assert dn.sent == ["revoke", "revoke", "view 2", "replicate 2"]
+    assert dn.sent == ["revoke", "revoke", "view 2", "replicate 2", "replication"]
     assert store.ops == ["Put", "Delete"]
     assert not state.peek().slot_lease and state.peek().role_applied is Role.REPLICA
     assert state.peek().loading  # a new replica_id: full resync
     applier.on_keepalive(clock(), 2)
-    assert dn.sent[-1] == "replicate 2"
+    assert dn.sent[-1] == "replication"
+
+
+def replica_applier(tmp_path: Path, *, seed_replica_id: int = 0, loading: bool = False) -> Any:
+    from sidecar.applier import Applier
+
+    clock = FakeClock()
+    state = State(clock, Facts(node_id=ME, datanode_up=True, loading=loading))
+    return Applier(node_id=ME, keys=KEYS, datanode=FakeDatanode(), state=state,  # type: ignore[arg-type]
+                   snapshot_path=tmp_path / "node.json", target_first_timeout=0.1,
+                   seed_replica_id=seed_replica_id, clock=clock)
+
+
+async def apply(applier: Any, topo: Topology) -> None:
+    from sidecar.watcher import Records
+
+    applier.on_records(Records(revision=topo.epoch, view=topo, epoch_revision=topo.epoch),
+                       {KeyKind.EPOCH})
+    await applier.reconcile()
+
+
+AS_NEW_REPLICA = view(1, primary=P, replicas=(ME,))  # this node's replica_id: 21
+PROMOTED = view(2, primary=ME, replicas=(P,))
+
+
+async def test_a_replica_whose_primary_died_right_after_its_first_sync_is_promoted(
+    tmp_path: Path,
+) -> None:
+    """The race of the promotion-after-kill cluster test: the full sync completes and the
+    primary dies between two monitor polls, so the link is never seen up. The sync loaded
+    meanwhile (counted against the observation read right behind REPLICATE) makes the
+    replica promotable; the deferred promotion is carried out."""
+    applier = replica_applier(tmp_path)
+    dn, state = applier.datanode, applier.state
+    await apply(applier, AS_NEW_REPLICA)
+    assert dn.sent == ["view 1", "replicate 1", "replication"]
+    assert state.peek().loading and state.peek().health is Health.LOADING
+    applier.on_replication(seen(21, syncing=True))
+    assert state.peek().loading
+    await apply(applier, PROMOTED)  # the coordinator promotes it at once
+    assert "promote 2" not in dn.sent and "still loading" in state.peek().last_error
+    applier.on_replication(seen(21, loaded=1))  # loaded, then the link died
+    f = state.peek()
+    assert not f.loading and f.synced_replica_id == 21 and f.health is Health.ONLINE
+    await applier.reconcile()
+    assert "promote 2" in dn.sent and state.peek().role_applied is Role.PRIMARY
+
+
+async def test_a_sync_seen_while_replicate_was_awaited_is_not_forgotten(tmp_path: Path) -> None:
+    """The monitor saw the link up (and the status said online) before the applier had
+    carried out REPLICATE; the link died right after: not loading."""
+    applier = replica_applier(tmp_path)
+    dn, state = applier.datanode, applier.state
+
+    def observed(replica_id: int) -> Replication:
+        applier.on_replication(seen(replica_id, link_up=True, loaded=1))  # the monitor
+        return seen(replica_id, loaded=1)  # read right behind REPLICATE: link down
+
+    dn.observed = observed
+    await apply(applier, AS_NEW_REPLICA)
+    assert not state.peek().loading and state.peek().synced_replica_id == 21
+    await apply(applier, PROMOTED)
+    assert "promote 2" in dn.sent and state.peek().role_applied is Role.PRIMARY
+
+
+async def test_a_replica_restarted_mid_join_is_promotable_only_after_a_sync(
+    tmp_path: Path,
+) -> None:
+    """Boot rule 6: loading from the local snapshot, same replica_id (no REPLICATE new
+    member); a dead link and no sync loaded keep it loading, whatever it held before."""
+    applier = replica_applier(tmp_path, seed_replica_id=21, loading=True)
+    dn, state = applier.datanode, applier.state
+    state.update(repl=seen(21))  # the session's first observation
+    await apply(applier, AS_NEW_REPLICA)
+    assert dn.sent == ["view 1", "replicate 1"] and state.peek().loading
+    for _ in range(3):
+        applier.on_replication(seen(21))
+    await apply(applier, PROMOTED)
+    assert "promote 2" not in dn.sent and state.peek().loading
+    applier.on_replication(seen(21, syncing=True))
+    applier.on_replication(seen(21, loaded=1))
+    assert not state.peek().loading
+    await applier.reconcile()
+    assert "promote 2" in dn.sent and state.peek().role_applied is Role.PRIMARY
 
 
 # =========================================================================== import direction
