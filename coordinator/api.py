@@ -363,6 +363,41 @@ class Api:
             raise ApiError(400, "bad_request", str(exc)) from None
         return await self._node_intent(request, IntentKind.TAG, body, tags)
 
+    async def drain(self, request: web.Request) -> web.Response:
+        """``POST /v1/nodes/<id>/drain``: replace the node in its shard (a new
+        replica first, leadership moved if it is the primary), then take it out
+        as a hidden spare; a spare is just hidden."""
+        body = await self._body(request)
+        unknown = set(body) - {"to", *_RESERVED}
+        if unknown:
+            raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(sorted(unknown))}")
+        to = body.get("to") or ""
+        if not isinstance(to, str):
+            raise ApiError(400, "bad_request", "to must be a node id")
+        node_id = request.match_info["node_id"]
+        view = await self._view()
+        shard = view.node(node_id).shard if node_id in view.nodes else ""
+        now = self.clock()
+        intent = Intent(id=new_intent_id(now), kind=IntentKind.MOVE, node=node_id, shard=shard,
+                        nodes=(to,) if to else (), created=now, updated=now)
+        return await self._submit(request, body, intent)
+
+    async def move_shard(self, request: web.Request) -> web.Response:
+        """``POST /v1/shards/<id>/move``: the shard's members replaced by
+        ``nodes`` (spares; the first takes the primary's role)."""
+        body = await self._body(request)
+        unknown = set(body) - {"nodes", *_RESERVED}
+        if unknown:
+            raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(sorted(unknown))}")
+        nodes = body.get("nodes")
+        if not isinstance(nodes, list) or not nodes or not all(isinstance(n, str) for n in nodes):
+            raise ApiError(400, "bad_request", "nodes must be a non-empty list of node ids")
+        now = self.clock()
+        intent = Intent(id=new_intent_id(now), kind=IntentKind.MOVE,
+                        shard=request.match_info["shard_id"], nodes=tuple(nodes), created=now,
+                        updated=now)
+        return await self._submit(request, body, intent)
+
     async def failover(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         target = body.get("target") or ""

@@ -36,7 +36,7 @@ UP_FILE = ".slotkeeper-up.json"
 COMMANDS = (
     "status", "nodes", "shards", "history", "hide", "unhide", "remove", "failover", "tag",
     "pause", "resume", "settings", "rebalance", "add-shard", "remove-shard",
-    "migrations",
+    "migrations", "drain", "move-shard",
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_PENDING = 0, 1, 2, 3, 4
@@ -201,6 +201,19 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=15.0, help="seconds per HTTP request")
     if command in ("hide", "unhide", "remove", "tag"):
         p.add_argument("node", help="node id (or a unique prefix)")
+    if command == "drain":
+        p.add_argument("node", help="node id (or a unique prefix)")
+        p.add_argument("--to", help="the spare taking its place (default: the best spare)")
+    if command == "move-shard":
+        p.add_argument("shard", help="shard id (or a unique prefix)")
+        p.add_argument("--to", required=True, help="spare node ids (or prefixes), comma "
+                       "separated; the first becomes the primary")
+    if command in ("drain", "move-shard"):
+        p.add_argument("--wait", type=float, default=1800.0,
+                       help="seconds to wait for the outcome (default 1800: new replicas "
+                       "sync in full first)")
+        p.add_argument("--expected-epoch", type=int,
+                       help="refuse unless the cluster is at this epoch")
     if command == "failover":
         p.add_argument("shard", help="shard id (or a unique prefix)")
         p.add_argument("--target", help="replica to hand over to (default: least loaded)")
@@ -227,9 +240,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--cancel", metavar="ID", help="cancel this migration's plan (pending "
                        "migrations; a running one finishes)")
     if command in ("rebalance", "add-shard", "remove-shard"):
-        p.add_argument("--dry-run", action="store_true",
-                       help="print the plan, change nothing (running a scale out is not wired "
-                       "yet)")
+        p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
         p.add_argument("--no-wait", action="store_true",
                        help="return once the plan is written, without following its progress")
         p.add_argument("--wait", type=float, default=3600.0,
@@ -337,7 +348,12 @@ def _write(client: Client, args: argparse.Namespace, out: TextIO, method: str, p
     wait = getattr(args, "wait", 10.0)
     status, doc = client.call(method, f"{path}?wait={min(wait, 10.0):g}", body)
     deadline = time.monotonic() + wait
+    said = ""
     while status == 202 and time.monotonic() < deadline:
+        message = (doc.get("intent") or {}).get("message") or ""
+        if message and message != said and not args.json:
+            print(f"  {message}", file=sys.stderr)  # progress of a long intent (drain, move)
+            said = message
         time.sleep(0.2)
         status, doc = client.call("GET", doc["location"] if "location" in doc else
                                   f"/v1/intents/{doc['intent']['id']}")
@@ -387,6 +403,22 @@ def _failover(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     if args.target:
         body["target"] = _resolve(client, "node", args.target)
     return _write(client, args, out, "POST", f"/v1/shards/{shard}/failover", body)
+
+
+def _drain(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    node = _resolve(client, "node", args.node)
+    body: dict[str, Any] = {}
+    if args.to:
+        body["to"] = _resolve(client, "node", args.to)
+    return _write(client, args, out, "POST", f"/v1/nodes/{node}/drain", body)
+
+
+def _move_shard(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    shard = _resolve(client, "shard", args.shard)
+    nodes = [_resolve(client, "node", n.strip()) for n in args.to.split(",") if n.strip()]
+    if not nodes:
+        raise CliError("--to needs at least one node id", EXIT_USAGE)
+    return _write(client, args, out, "POST", f"/v1/shards/{shard}/move", {"nodes": nodes})
 
 
 def _settings_text(doc: dict[str, Any]) -> str:
@@ -591,6 +623,8 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace, TextIO], int]] = {
     "add-shard": _add_shard,
     "remove-shard": _remove_shard,
     "migrations": _migrations,
+    "drain": _drain,
+    "move-shard": _move_shard,
 }
 
 __all__ = ["COMMANDS", "UP_FILE", "Client", "CliError", "Endpoint", "find_endpoint", "run"]

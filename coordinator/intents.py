@@ -42,6 +42,7 @@ class IntentKind(enum.StrEnum):
     TAG = "tag"
     REMOVE = "remove"
     FAILOVER = "failover"  # leadership transfer (manual failover), optional target
+    MOVE = "move"  # drain a node / move a shard: new members first, then the leaving ones go
 
 
 class IntentState(enum.StrEnum):
@@ -133,6 +134,9 @@ class Intent:
     error: str = ""  # failed: an error code (e.g. "not_eligible")
     status: int = 0  # failed: the HTTP status the API answers with
     epoch: int = 0  # the epoch the outcome was written at (0: no topology change)
+    nodes: tuple[str, ...] = ()  # move: the joining nodes ("" = the coordinator chooses)
+    leaving: tuple[str, ...] = ()  # move: the members that leave the shard
+    child: str = ""  # move: the leadership transfer intent it started
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -155,6 +159,8 @@ class Intent:
             values["kind"] = IntentKind(values["kind"])
             values["state"] = IntentState(values.get("state", "pending"))
             values["tags"] = Tags.from_dict(values.get("tags") or {})
+            for name in ("nodes", "leaving"):
+                values[name] = tuple(values.get(name) or ())
             return cls(**values)
         except IntentError:
             raise
@@ -183,6 +189,10 @@ class Intent:
         if self.kind is IntentKind.FAILOVER:
             to = f" to {short(self.target)}" if self.target else ""
             return f"failover of shard {short(self.shard)}{to}"
+        if self.kind is IntentKind.MOVE:
+            if self.node:
+                return f"drain of node {short(self.node)}"
+            return f"move of shard {short(self.shard)}"
         return f"{self.kind.value} node {short(self.node)}"
 
 

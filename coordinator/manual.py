@@ -31,6 +31,10 @@ def refusal(view: ClusterView, intent: Intent) -> Refusal | None:
     """Why ``intent`` cannot be carried out on ``view``, or ``None``."""
     if intent.kind is IntentKind.FAILOVER:
         return _failover_refusal(view, intent)
+    if intent.kind is IntentKind.MOVE:
+        from .drain import move_refusal
+
+        return move_refusal(view, intent)
     if intent.node not in view.nodes:
         return Refusal(404, "unknown_node", f"no node {intent.node!r} in the cluster")
     record = view.node(intent.node)
@@ -97,7 +101,8 @@ def plan_node_intents(
 ) -> Proposal:
     out = Proposal()
     for intent in view.intents.values():
-        if intent.state is not IntentState.PENDING or intent.kind is IntentKind.FAILOVER:
+        if intent.state is not IntentState.PENDING or intent.kind in (
+                IntentKind.FAILOVER, IntentKind.MOVE):
             continue
         refused = refusal(view, intent)
         if refused is not None:

@@ -235,9 +235,14 @@ def _unchanged(view: ClusterView, shard_id: str, record: ShardRecord | None = No
     return ShardWrite(record or entry.record, entry.handoff, entry.primary_since)
 
 
-def _paused(view: ClusterView) -> set[str]:
-    """Shards in failover or in a leadership transfer: their migrations wait."""
-    return {sid for sid, e in view.shards.items() if e.handoff is not None or sid not in view.leases}
+def _paused(view: ClusterView, settings: Settings) -> set[str]:
+    """Shards whose migrations wait: in failover, in a leadership transfer, or
+    (with ``min_replicas_to_ack`` ≥ 1) short of in-sync replicas, since the copy
+    must be acknowledged by as many replicas as a write."""
+    need = settings.min_replicas_to_ack
+    return {sid for sid, e in view.shards.items()
+            if e.handoff is not None or sid not in view.leases
+            or (need >= 1 and len(e.record.sync_replicas) < need)}
 
 
 def _lease_revisions(view: ClusterView, m: MigrationRecord) -> dict[str, int]:
@@ -293,7 +298,7 @@ def plan_migrations(
     out = Proposal()
     now_ms = int(now * 1000)
     records = sorted(view.topology.migrations, key=lambda m: (m.slots[:1], m.id))
-    paused = _paused(view)
+    paused = _paused(view, settings)
     shards = {sid: e.record for sid, e in view.shards.items()}
     for m in records:
         doc = view.migrations.get(m.id, {})
@@ -316,7 +321,8 @@ def plan_migrations(
         if m.state is not MigrationState.RUNNING:
             continue
         if m.from_shard in paused or m.to_shard in paused:
-            out.notes.append(f"migration {m.id[:8]} waits: a shard it touches is in failover")
+            out.notes.append(f"migration {m.id[:8]} waits: a shard it touches is in failover "
+                             "or short of in-sync replicas")
             continue
         moved = _leases_moved(view, m, doc)
         if moved:

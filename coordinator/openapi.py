@@ -96,6 +96,21 @@ ROUTES: tuple[Route, ...] = (
           "Take a node out of its shard (a primary: 409); a gone node is forgotten", write=True,
           body={"type": "object", "properties": {"expected_epoch": _EXPECTED_EPOCH}},
           query=(_WAIT,), responses=_INTENT_WRITE),
+    Route("POST", "/v1/nodes/{node_id}/drain", "drain",
+          "Drain a node: a spare (or 'to') joins its shard as a replica and catches up, "
+          "leadership moves if the node is the primary, then the node leaves as a hidden "
+          "spare (its replica_id retired); a spare is just hidden", write=True,
+          body={"type": "object", "properties": {
+              "to": {"type": "string", "description": "node id of the spare taking its place"},
+              "expected_epoch": _EXPECTED_EPOCH}},
+          query=(_WAIT,), responses=_INTENT_WRITE),
+    Route("POST", "/v1/shards/{shard_id}/move", "move_shard",
+          "Move a shard to other nodes: they join as replicas and catch up, leadership moves "
+          "to the first, then the old members leave as hidden spares", write=True,
+          body={"type": "object", "required": ["nodes"], "properties": {
+              "nodes": {"type": "array", "items": {"type": "string"}},
+              "expected_epoch": _EXPECTED_EPOCH}},
+          query=(_WAIT,), responses=_INTENT_WRITE),
     Route("PATCH", "/v1/nodes/{node_id}", "tag", "Change tags live: zone, nofailover, priority",
           write=True,
           body={"type": "object", "properties": {

@@ -25,6 +25,7 @@ from clusterstate.topology import Topology, TopologyError
 
 from .actions import Action, ForgetIntents, InitSettings, Proposal, Writes
 from .bootstrap import plan_bootstrap
+from .drain import plan_moves
 from .failover import plan_failover
 from .health import plan_epoch_conflict, plan_health, plan_registration
 from .manual import plan_node_intents
@@ -79,6 +80,7 @@ PLANNERS: tuple[tuple[str, Planner], ...] = (
     ("failover", plan_failover),
     ("transfer", plan_transfers),
     ("operator", plan_node_intents),
+    ("moves", plan_moves),
     ("migrations", plan_migrations),
     ("registration", plan_registration),
     ("health", plan_health),

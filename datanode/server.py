@@ -320,6 +320,10 @@ class DataNode:
         )
         if lost:
             self.drop_slots(lost)
+        if self.migrating or self.importing:
+            from .transfer import transfers_of
+
+            transfers_of(self).on_topology(topology)  # marks this view shows stale
         if self.settings.cluster_config:
             self.replication.follow_topology()
         return True

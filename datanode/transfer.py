@@ -106,7 +106,13 @@ from typing import TYPE_CHECKING, Any
 import hiredis
 
 from clusterstate.slots import key_slot
-from clusterstate.topology import TopologyError, parse_ranges, slot_ranges
+from clusterstate.topology import (
+    MigrationState,
+    Topology,
+    TopologyError,
+    parse_ranges,
+    slot_ranges,
+)
 
 from .codec import END, CodecError, Entry, EntryDecoder, encode_entry
 from .errors import CommandError
@@ -202,6 +208,7 @@ class Export:
     nbytes: int = 0
     started: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
+    epoch: int = 0  # the target's view epoch when it asked (0: not given)
 
 
 @dataclass(eq=False, slots=True)
@@ -215,6 +222,7 @@ class Import:
     batch: int
     timeout: float
     slot_set: frozenset[int] = frozenset()
+    epoch: int = 0  # this node's view epoch when the import began
     state: str = RUNNING
     keys: int = 0  # entries applied
     received: int = 0  # entries decoded (applied + skipped)
@@ -275,11 +283,18 @@ class SlotTransfers:
         self.imports: deque[Import] = deque()  # newest last; running ones are never trimmed
         self._aborts: dict[tuple[str, int], set[asyncio.Task[None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # background drops and aborts (kept alive)
+        self.mark_epochs: dict[int, int] = {}  # slot -> the EPOCH its migrating mark was set at
 
     # =================================================================== source side
 
-    def start_export(self, conn: Connection, slots: tuple[int, ...], target: str, batch: int) -> None:
-        """Validate, mark the slots migrating and start streaming them to ``conn``."""
+    def start_export(self, conn: Connection, slots: tuple[int, ...], target: str, batch: int,
+                     epoch: int = 0) -> None:
+        """Validate, mark the slots migrating and start streaming them to ``conn``.
+
+        A slot still marked for another target is refused, unless this EXPORT
+        comes from a newer view (``epoch``) than the mark and this node's view
+        runs a migration of the slot to ``target``'s shard (the target shard
+        failed over after its primary copied the slot: the old mark is stale)."""
         server = self.server
         view = server.view
         if view is None or view.topology is None:
@@ -294,7 +309,9 @@ class SlotTransfers:
             if owner is None or owner.id != mine:
                 raise CommandError(f"ERR slot {s} is not served by this node's shard")
             peer = server.migrating.get(s)
-            if peer is not None and peer != target:
+            if peer is not None and peer != target and not (
+                epoch > self.mark_epochs.get(s, 0) and s in running_to(view.topology, target)
+            ):
                 raise CommandError(
                     f"ERR slot {s} is migrating to {peer}: SLOTKEEPER MIGRATE-ABORT it first"
                 )
@@ -305,14 +322,46 @@ class SlotTransfers:
             log.info("export of slots %s to %s superseded by a new EXPORT",
                      format_slots(old.slots), old.target)
             self._stop_export(old, b"superseded by a new EXPORT of the same slots", keep=wanted)
-        ex = Export(slots, target, conn, batch)
+        ex = Export(slots, target, conn, batch, epoch=epoch)
         for s in slots:
             server.migrating[s] = target
             self.exports[s] = ex
+            self.mark_epochs[s] = epoch
         server.update_gates()
         log.info("exporting slots %s to %s (writes to them refused until they move)",
                  format_slots(slots), target)
         ex.task = asyncio.get_running_loop().create_task(self._export(ex))
+
+    def on_topology(self, topology: Topology) -> None:
+        """A new view: drop the migrating marks it shows stale. A mark set by an
+        EXPORT at epoch ``e`` is stale in a view newer than ``e`` that runs no
+        migration of the slot to the mark's target (the migration failed, was
+        cancelled, or its target shard failed over): writes resume here."""
+        server = self.server
+        stale: dict[str, list[int]] = {}
+        allowed: dict[str, set[int]] = {}
+        for s, target in server.migrating.items():
+            e = self.mark_epochs.get(s, 0)
+            if not e or topology.epoch <= e:
+                continue
+            if target not in allowed:
+                allowed[target] = running_to(topology, target)
+            if s not in allowed[target]:
+                stale.setdefault(target, []).append(s)
+        for target, slots in stale.items():
+            log.info("migrating marks of slots %s to %s are stale at epoch %d: dropped",
+                     format_slots(slots), target, topology.epoch)
+            self.abort_migration(tuple(slots), target)
+        # target side: an import whose slots a newer view no longer moves here
+        # (failed, cancelled) is cancelled: its keys are dropped
+        if server.importing and server.node_id:
+            here = running_to(topology, server.node_id)
+            dead = [s for im in self.imports if im.epoch and topology.epoch > im.epoch
+                    for s in im.slots if server.importing.get(s) == im.source and s not in here]
+            if dead:
+                log.info("imports of slots %s are no longer running at epoch %d: cancelled",
+                         format_slots(dead), topology.epoch)
+                self.cancel_imports(tuple(dead))
 
     def abort_migration(self, slots: tuple[int, ...], target: str | None) -> int:
         """MIGRATE-ABORT: unmark these slots (migrating to ``target`` if given)."""
@@ -327,6 +376,7 @@ class SlotTransfers:
             if ex is not None:
                 self._stop_export(ex, b"aborted by SLOTKEEPER MIGRATE-ABORT")
             server.migrating.pop(s, None)
+            self.mark_epochs.pop(s, None)
         server.update_gates()
         if unmarked:
             log.info("migration of %d slot(s) in %s aborted: writes resume", unmarked,
@@ -474,6 +524,7 @@ class SlotTransfers:
                     f"{im.source}: SLOTKEEPER IMPORT-CANCEL first"
                 )
         im = Import(host, port, source, slots, batch, timeout, slot_set=frozenset(slots))
+        im.epoch = view.topology.epoch if view.topology is not None else 0
         for old in [o for o in self.imports if not wanted.isdisjoint(o.slot_set)]:
             self.imports.remove(old)  # finished and superseded: the new one owns the marks
         for s in slots:
@@ -623,7 +674,7 @@ class SlotTransfers:
             stream.write(
                 command(b"CLIENT", b"SETNAME", PULL_NAME)
                 + command(b"SLOTKEEPER", b"EXPORT", format_slots(im.slots), self.server.node_id,
-                          b"BATCH", im.batch)
+                          b"BATCH", im.batch, *self._epoch_option())
             )
             await self._pull(im, reader)
             im.state = DONE
@@ -692,6 +743,13 @@ class SlotTransfers:
                 self._apply(im, entries[i : i + APPLY_CHUNK])
                 await asyncio.sleep(0)
                 _check_running(im)
+
+    def _epoch_option(self) -> tuple[bytes | int, ...]:
+        """``EPOCH <e>``: the epoch of this node's view (so the source can tell a
+        newer EXPORT from a stale mark)."""
+        view = self.server.view
+        epoch = view.topology.epoch if view is not None and view.topology is not None else 0
+        return (b"EPOCH", epoch) if epoch > 0 else ()
 
     def _check_done(self, im: Import, reply: bytes) -> None:
         word, _, rest = reply.partition(b" ")
@@ -765,6 +823,19 @@ def _restore(key: bytes, value: Any, at: int | None) -> list[bytes]:
     from .commands.persistence import dump_payload
 
     return [b"RESTORE", key, b"%d" % (at or 0), dump_payload(value), b"REPLACE", b"ABSTTL"]
+
+
+def running_to(topology: Topology | None, target: str) -> set[int]:
+    """Slots that RUNNING migrations of ``topology`` move to the shard whose
+    primary is ``target``."""
+    if topology is None:
+        return set()
+    shard = next((sh.id for sh in topology.shards if sh.primary == target), None)
+    if shard is None:
+        return set()
+    return {s for m in topology.migrations
+            if m.state is MigrationState.RUNNING and m.to_shard == shard
+            for lo, hi in m.slots for s in range(lo, hi + 1)}
 
 
 def _owned(server: DataNode, slot: int) -> bool:

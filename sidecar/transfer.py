@@ -42,7 +42,7 @@ from clusterstate.topology import (
 from dcs.errors import StoreError
 from dcs.port import Compare, Put, Store
 
-from .admin import AdminError, Datanode, DatanodeUnavailable
+from .admin import AdminConnection, AdminError, Datanode, DatanodeUnavailable, plain
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,11 @@ class MigrationRun:
                 status = await self.datanode.import_status(ranges)
                 state = status.get("state")
                 done = state in ("done", "failed", "cancelled")
+                if state == "done":
+                    lagging = await self._replicated()
+                    if lagging:
+                        log.warning("migration %s: %s", m.id, lagging)
+                        status = {**status, "state": "failed", "error": lagging}
                 if done or self.clock() - last_write >= PROGRESS_EVERY:
                     await self._write_progress(status)
                     last_write = self.clock()
@@ -158,6 +163,31 @@ class MigrationRun:
             log.warning("migration %s: import failed to run: %s", m.id, exc)
             await self._write_progress({"state": "failed", "error": str(exc)})
             self.finished = True
+
+    async def _replicated(self) -> str:
+        """With ``min_replicas_to_ack`` ≥ 1, the copy counts only once that many
+        replicas acknowledged it (``WAIT`` on a connection of its own, so the
+        write permit's renewals never queue behind it): a failover of the
+        target right after the commit must not lose the slots' keys. "" when
+        acknowledged (or not asked for), else why not."""
+        raw = plain(await self.datanode.conn.call("SLOTKEEPER", "REPLICATION"))
+        if not isinstance(raw, Mapping):
+            return ""
+        n = int(raw.get("min_replicas_to_ack", 0) or 0)
+        if n < 1:
+            return ""
+        timeout_ms = max(1000, 5 * int(raw.get("ack_timeout_ms", 1000) or 1000))
+        conn = AdminConnection(self.datanode.conn.host, self.datanode.conn.port,
+                               timeout=timeout_ms / 1000 + 2)
+        try:
+            await conn.connect()
+            acked = int(await conn.call("WAIT", n, timeout_ms))
+        finally:
+            conn.close()
+        if acked >= n:
+            return ""
+        return (f"{acked} of {n} replica(s) acknowledged the copy within {timeout_ms} ms: "
+                "not committed")
 
     async def _still_importing(self, ranges: list[tuple[int, int]], source: str) -> bool:
         marks = await self.datanode.importing()

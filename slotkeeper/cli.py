@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 OPERATOR_COMMANDS = (
     "status", "nodes", "shards", "history", "hide", "unhide", "remove", "failover", "tag",
     "pause", "resume", "settings", "rebalance", "add-shard", "remove-shard", "migrations",
+    "drain", "move-shard",
 )
 
 USAGE = (

@@ -286,5 +286,5 @@ def test_a_migration_restarts_when_a_shard_failed_over_since_it_began():
     moved = {**leases, S(2): leases[S(2)] + 1000}
     c = _cluster_with(_doc("m1", "RUNNING", 8192, 8199, copy_state="done", leases=moved))
     (fail,) = [a for a in c.plan().actions if isinstance(a, FailMigration)]
-    assert "source shard" in fail.why and not dict(fail.fields).get("retry", True) is False
+    assert "source shard" in fail.why and dict(fail.fields).get("retry", True) is not False
     assert orjson.dumps(dict(fail.fields))  # the fields are JSON

@@ -311,3 +311,78 @@ def test_cancel_stops_the_plan_and_nothing_is_lost(whole: Stack) -> None:
         assert sum(owners.values()) == 16384
     finally:
         work.stop_and_verify(s)
+
+
+# --------------------------------------------------------------------------- drain, move-shard
+
+
+def _drain(s: Stack, node: str, **body: Any) -> dict[str, Any]:
+    status, doc = s.write("POST", f"/v1/nodes/{node}/drain?wait=120", body)
+    assert status == 200, doc
+    assert doc["intent"]["state"] == "done", doc
+    return doc
+
+
+def _unhide(s: Stack, node: str) -> None:
+    status, doc = s.write("POST", f"/v1/nodes/{node}/unhide?wait=30", {})
+    assert status == 200, doc
+
+
+@pytest.mark.parametrize("role", ["replica", "primary"])
+def test_drain_a_node_under_load(whole: Stack, role: str) -> None:
+    s = whole
+    shard = sorted(s.cluster()["shards"], key=lambda x: x["slots"][0][0])[0]
+    node = shard["primary"] if role == "primary" else shard["replicas"][0]
+    old = s.node(node)
+    work = Workload(s, f"drain-{role}")
+    work.start()
+    try:
+        _drain(s, node)
+        after = s.shards()[shard["id"]]
+        assert node not in (after["primary"], *after["replicas"])
+        assert len(after["replicas"]) == 1
+        if role == "primary":
+            assert after["primary"] != node
+        gone = s.node(node)
+        assert (gone["role"], gone["hidden"], gone["replica_id"]) == ("none", True, 0)
+        assert old["replica_id"] != 0
+    finally:
+        work.stop_and_verify(s)
+    _unhide(s, node)
+
+
+def test_a_drained_node_rejoins_with_a_new_replica_id(whole: Stack) -> None:
+    s = whole
+    shard = sorted(s.cluster()["shards"], key=lambda x: x["slots"][0][0])[1]
+    node = shard["replicas"][0]
+    first = s.node(node)["replica_id"]
+    _drain(s, node)
+    _unhide(s, node)
+    replacement = s.shards()[shard["id"]]["replicas"][0]
+    s.wait_healthy(timeout=90)
+    _drain(s, replacement, to=node)  # the drained node comes back in its place
+    back = s.node(node)
+    assert back["shard"] == shard["id"] and back["role"] == "replica"
+    assert back["replica_id"] not in (0, first)
+    _unhide(s, replacement)
+    wait_until(lambda: s.node(node)["state"] == "STANDBY", timeout=60,
+               what="the rejoined node caught up")
+
+
+def test_move_shard_and_the_cli(whole: Stack) -> None:
+    s = whole
+    shard = sorted(s.cluster()["shards"], key=lambda x: x["slots"][0][0])[0]
+    spares = [n["id"] for n in s.cluster()["nodes"] if n["role"] == "none"]
+    old = [shard["primary"], *shard["replicas"]]
+    work = Workload(s, "move")
+    work.start()
+    try:
+        done = s.sk("move-shard", shard["id"][:10], "--to", ",".join(x[:10] for x in spares),
+                    "--wait", "120", timeout=150)
+        assert done.returncode == 0, done.stderr + done.stdout
+        after = s.shards()[shard["id"]]
+        assert after["primary"] == spares[0] and after["replicas"] == [spares[1]]
+    finally:
+        work.stop_and_verify(s)
+    for n in old:
+        _unhide(s, n)

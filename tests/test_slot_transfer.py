@@ -958,7 +958,8 @@ async def test_import_skips_entries_expired_in_flight(tmp_path: Path) -> None:
     assert node.importing == {slot: "cc" * 20}  # until a topology makes the slot ours
     assert src.commands[0] == [b"CLIENT", b"SETNAME", b"slotkeeper-pull"]
     assert src.commands[1] == [b"SLOTKEEPER", b"EXPORT", str(slot).encode(),
-                               node.node_id.encode(), b"BATCH", b"7"]
+                               node.node_id.encode(), b"BATCH", b"7",
+                               b"EPOCH", str(node.view.topology.epoch).encode()]
 
 
 @pytest.mark.parametrize(

@@ -129,14 +129,16 @@ def importing(c: Connection, argv: list[bytes]) -> bytes:
 
 @group.subcommand("slotkeeper", "export", meta=_meta(-4))
 def export(c: Connection, argv: list[bytes]) -> bytes:
-    """EXPORT <ranges> <target-node-id> [BATCH n]: the stream follows on this connection."""
+    """EXPORT <ranges> <target-node-id> [BATCH n] [EPOCH e]: the stream follows on this
+    connection. ``EPOCH``: the target's view epoch (lets a newer EXPORT replace a
+    stale mark, and later views drop marks they show stale)."""
     admin_only(c)
     slots = parse_slots(argv[2])
     target = _node_id(argv[3], "target")
-    opts = _options(argv, 4, (b"BATCH",))
+    opts = _options(argv, 4, (b"BATCH", b"EPOCH"))
     if c.multi is not None or c.in_exec:
         raise CommandError("ERR SLOTKEEPER EXPORT is not allowed in a transaction")
-    transfers_of(c.server).start_export(c, slots, target, _batch(opts))
+    transfers_of(c.server).start_export(c, slots, target, _batch(opts), opts.get(b"EPOCH", 0))
     return b""  # the exporter task writes the stream
 
 
