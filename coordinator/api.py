@@ -67,6 +67,7 @@ from .migrations import (
 from .openapi import ROUTES, document
 from .planner import fold
 from .rebalance import PlanError, plan_from_view
+from .sizes import measure
 from .view import ClusterView, ViewError, load_view
 
 log = logging.getLogger(__name__)
@@ -277,10 +278,11 @@ class Api:
 
     async def migrations(self, request: web.Request) -> web.Response:
         view = await self._view()
-        docs = migrations_doc(view)
+        now = self.clock()
+        docs = migrations_doc(view, now)
         body: dict[str, Any] = {"epoch": view.epoch, "migrations": docs}
         if request.query.get("progress", "") not in ("", "0", "false"):
-            body["progress"] = progress(docs)
+            body["progress"] = progress(docs, int(now * 1000))
         return _json(body)
 
     async def cancel_migration(self, request: web.Request) -> web.Response:
@@ -421,7 +423,8 @@ class Api:
         """``POST /v1/rebalance``: the plan of a scale out / scale in / rebalance.
         With ``dry_run`` it answers the plan; otherwise it writes it (202)."""
         body = await self._body(request)
-        unknown = set(body) - {"kind", "nodes", "shard", "threshold", "dry_run", *_RESERVED}
+        unknown = set(body) - {"kind", "nodes", "shard", "threshold", "dry_run", "by",
+                               "measure", *_RESERVED}
         if unknown:
             raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(sorted(unknown))}")
         kind = body.get("kind")
@@ -429,6 +432,12 @@ class Api:
         shard = body.get("shard") or ""
         threshold = body.get("threshold", 0.0)
         dry_run = body.get("dry_run", False)
+        by = body.get("by", "slots")
+        if by not in ("slots", "keys", "bytes"):
+            raise ApiError(400, "bad_request", "by must be slots, keys or bytes")
+        measure_sizes = body.get("measure", False)
+        if type(measure_sizes) is not bool:
+            raise ApiError(400, "bad_request", "measure must be a boolean")
         if kind not in ("scale_out", "scale_in", "rebalance"):
             raise ApiError(400, "bad_request", "kind must be scale_out, scale_in or rebalance")
         if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
@@ -442,9 +451,13 @@ class Api:
         expected = self._expected_epoch(request, body)
         view = await self._view()
         self._check_epoch(view, expected)
+        # keys and bytes per slot: asked of the primaries when wanted (by, measure)
+        sizes = await measure(view) if measure_sizes or by != "slots" else None
         try:
             planned = plan_from_view(view, kind, nodes=nodes, shard=shard,
-                                     threshold=float(threshold))
+                                     threshold=float(threshold),
+                                     keys=sizes.keys if sizes else None,
+                                     bytes_=sizes.bytes if sizes else None, by=by)
         except PlanError as exc:
             status = 404 if exc.code in ("unknown_node", "unknown_shard") else (
                 400 if exc.code == "bad_request" else 409)

@@ -236,11 +236,16 @@ def _parser(command: str) -> argparse.ArgumentParser:
     if command == "rebalance":
         p.add_argument("--threshold", type=float, default=0.0,
                        help="fraction of the mean under which nothing moves (default 0)")
+        p.add_argument("--by", choices=("slots", "keys", "bytes"), default="slots",
+                       help="what to balance (keys, bytes: measured on the primaries)")
     if command == "migrations":
         p.add_argument("--cancel", metavar="ID", help="cancel this migration's plan (pending "
                        "migrations; a running one finishes)")
     if command in ("rebalance", "add-shard", "remove-shard"):
         p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+        p.add_argument("--measure", action="store_true",
+                       help="measure keys and bytes per slot on the primaries (keys/bytes to "
+                       "move in the plan, and the rate while it runs)")
         p.add_argument("--no-wait", action="store_true",
                        help="return once the plan is written, without following its progress")
         p.add_argument("--wait", type=float, default=3600.0,
@@ -496,6 +501,8 @@ def plan_text(plan: dict[str, Any]) -> str:
 def _plan_command(client: Client, args: argparse.Namespace, out: TextIO, kind: str,
                   body: dict[str, Any]) -> int:
     body = {"kind": kind, "dry_run": bool(args.dry_run), **body}
+    if args.measure:
+        body["measure"] = True
     if args.expected_epoch is not None:
         body["expected_epoch"] = args.expected_epoch
     status, doc = client.call("POST", "/v1/rebalance", body)
@@ -519,17 +526,22 @@ def _follow(client: Client, args: argparse.Namespace, out: TextIO, planned: dict
     if not args.json:
         print(plan_text(planned["plan"]), file=out)
     deadline = time.monotonic() + args.wait
+    started = time.monotonic()
     while True:
         doc = client.get("/v1/migrations")
         mine = [m for m in doc["migrations"] if m["id"] in ids]
         slots = sum(b - a + 1 for m in mine for a, b in m["slots"])
         done = sum(b - a + 1 for m in mine if m["state"] == "DONE" for a, b in m["slots"])
-        finished = all(m["state"] in _FINISHED for m in mine)
+        finished = all(m.get("final", m["state"] in _FINISHED) for m in mine)
         if not args.json:
             width = 30
             fill = width * done // max(1, slots)
+            elapsed = time.monotonic() - started
+            rate = done / elapsed if elapsed > 0 else 0.0
+            eta = f", ETA {(slots - done) / rate:.0f}s" if rate > 0 and done < slots else ""
             print(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{slots} slots, "
-                  f"{sum(1 for m in mine if m['state'] in _FINISHED)}/{len(mine)} migrations",
+                  f"{sum(1 for m in mine if m['state'] in _FINISHED)}/{len(mine)} migrations, "
+                  f"{sum(int(m.get('keys_moved') or 0) for m in mine)} keys{eta}   ",
                   end="", file=sys.stderr, flush=True)
         if finished or time.monotonic() >= deadline:
             break
@@ -603,7 +615,10 @@ def _remove_shard(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _rebalance(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    return _plan_command(client, args, out, "rebalance", {"threshold": args.threshold})
+    body: dict[str, Any] = {"threshold": args.threshold}
+    if args.by != "slots":
+        body["by"] = args.by
+    return _plan_command(client, args, out, "rebalance", body)
 
 
 _COMMANDS: dict[str, Callable[[Client, argparse.Namespace, TextIO], int]] = {

@@ -55,8 +55,21 @@ def shard_doc(view: ClusterView, shard_id: str) -> dict[str, Any]:
     }
 
 
-def migrations_doc(view: ClusterView) -> list[dict[str, Any]]:
-    return [{"id": mid, **dict(doc)} for mid, doc in sorted(view.migrations.items())]
+def migrations_doc(view: ClusterView, now: float = 0.0) -> list[dict[str, Any]]:
+    """The records with the sidecars' progress fields, and ``final``: the
+    migration will not run again (DONE, CANCELLED, or FAILED with its retries
+    used up)."""
+    from .migrations import retry_due
+    from .policy import Policy
+
+    policy = Policy()
+    out = []
+    for mid, doc in sorted(view.migrations.items()):
+        state = doc.get("state")
+        final = state in ("DONE", "CANCELLED") or (
+            state == "FAILED" and retry_due(doc, now, policy) is None)
+        out.append({"id": mid, **dict(doc), "final": final})
+    return out
 
 
 def intent_doc(intent: Intent) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from clusterstate.topology import Health, NodeState
+from clusterstate.topology import Health, MigrationState, NodeState
 
 from .actions import Action, CompleteHandoff, Failover, ManualFailover
 from .view import ClusterView
@@ -62,6 +62,24 @@ class Metrics:
         self.cas_conflicts = Counter(
             "slotkeeper_cas_conflicts", "Transactions whose compare-and-set was lost", registry=r
         )
+        self.migrations = Gauge(
+            "slotkeeper_migrations", "Migration records by state", ["state"], registry=r
+        )
+        self.migration_slots = Gauge(
+            "slotkeeper_migration_slots", "Slots in migration records, by state", ["state"],
+            registry=r,
+        )
+        self.migration_keys = Gauge(
+            "slotkeeper_migration_keys_moved", "Keys copied by the migrations on record",
+            registry=r,
+        )
+        self.migration_bytes = Gauge(
+            "slotkeeper_migration_bytes_moved", "Bytes copied by the migrations on record",
+            registry=r,
+        )
+        for ms in MigrationState:
+            self.migrations.labels(ms.value)
+            self.migration_slots.labels(ms.value)
         for state in NodeState:
             for health in Health:
                 self.nodes.labels(state.value, health.value)
@@ -81,6 +99,18 @@ class Metrics:
                 self.nodes.labels(state.value, health.value).set(
                     counts.get((state.value, health.value), 0)
                 )
+        records: dict[str, int] = {}
+        slots: dict[str, int] = {}
+        for m in view.topology.migrations:
+            records[m.state.value] = records.get(m.state.value, 0) + 1
+            slots[m.state.value] = slots.get(m.state.value, 0) + sum(
+                hi - lo + 1 for lo, hi in m.slots)
+        for ms in MigrationState:
+            self.migrations.labels(ms.value).set(records.get(ms.value, 0))
+            self.migration_slots.labels(ms.value).set(slots.get(ms.value, 0))
+        docs = view.migrations.values()
+        self.migration_keys.set(sum(int(d.get("keys_moved", 0) or 0) for d in docs))
+        self.migration_bytes.set(sum(int(d.get("bytes_moved", 0) or 0) for d in docs))
 
     def observe_applied(self, actions: tuple[Action, ...]) -> None:
         for action in actions:

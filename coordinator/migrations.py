@@ -138,10 +138,13 @@ def copied(doc: Mapping[str, Any]) -> bool:
     return doc.get("copy_state") == "done" and not doc.get("error")
 
 
-def progress(docs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Totals over raw ``migrations/<id>`` documents (with the sidecar's fields)."""
+def progress(docs: Iterable[Mapping[str, Any]], now_ms: int = 0) -> dict[str, Any]:
+    """Totals over raw ``migrations/<id>`` documents (with the sidecar's fields),
+    and with ``now_ms`` the rate since the first start (slots/s, keys/s) and the
+    time left at that rate (``eta_s``; None before any slot moved)."""
     counts = {"migrations": 0, "slots": 0, "slots_done": 0, "keys_moved": 0, "bytes_moved": 0}
     by_state: dict[str, int] = {}
+    first = 0
     for d in docs:
         slots = sum(hi - lo + 1 for lo, hi in d.get("slots") or [])
         state = str(d.get("state", ""))
@@ -152,7 +155,18 @@ def progress(docs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         counts["keys_moved"] += int(d.get("keys_moved", 0) or 0)
         counts["bytes_moved"] += int(d.get("bytes_moved", 0) or 0)
         by_state[state] = by_state.get(state, 0) + 1
-    return {**counts, "by_state": by_state}
+        started = int(d.get("started_ms", 0) or 0)
+        if started and (not first or started < first):
+            first = started
+    out: dict[str, Any] = {**counts, "by_state": by_state}
+    if now_ms and first:
+        elapsed = max(0.001, (now_ms - first) / 1000)
+        slots_s = counts["slots_done"] / elapsed
+        out.update(elapsed_s=round(elapsed, 3), slots_per_s=round(slots_s, 1),
+                   keys_per_s=round(counts["keys_moved"] / elapsed, 1),
+                   eta_s=round((counts["slots"] - counts["slots_done"]) / slots_s, 1)
+                   if slots_s > 0 else None)
+    return out
 
 
 # --------------------------------------------------------------------------- wiring

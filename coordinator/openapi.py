@@ -139,6 +139,11 @@ ROUTES: tuple[Route, ...] = (
               "shard": {"type": "string", "description": "scale_in: the shard to remove"},
               "threshold": {"type": "number", "description": "rebalance: fraction of the mean "
                             "load under which nothing moves (default 0)"},
+              "by": {"type": "string", "enum": ["slots", "keys", "bytes"],
+                     "description": "rebalance: what to balance (keys and bytes are measured "
+                     "on the primaries with SLOTKEEPER SLOTSIZES)"},
+              "measure": {"type": "boolean", "description": "measure keys and bytes per slot "
+                          "on the primaries, so the plan says how many move (default false)"},
               "dry_run": {"type": "boolean"},
               "expected_epoch": _EXPECTED_EPOCH}},
           responses={"200": "dry_run: the plan",

@@ -340,9 +340,15 @@ def plan_from_view(
     nodes: Sequence[str] = (),
     shard: str = "",
     threshold: float = 0.0,
+    keys: Mapping[int, int] | None = None,
+    bytes_: Mapping[int, int] | None = None,
+    by: str = "slots",
 ) -> RebalancePlan:
-    """The plan of one operator request against ``view`` (a ClusterView)."""
+    """The plan of one operator request against ``view`` (a ClusterView).
+    ``keys`` / ``bytes_``: measured per slot (None: unknown); ``by``: what a
+    rebalance balances (slots, keys or bytes; the last two need the measure)."""
     owned = slots_by_shard_of(view)
+    measured = {"keys": keys, "bytes": bytes_}
     if kind == "scale_out":
         records = [e.record for e in view.nodes.values()]
         if nodes:
@@ -364,13 +370,20 @@ def plan_from_view(
             replicas = view.settings.replicas
             count = max(1, len(spares) // (1 + replicas)) if spares else 0
             new = new_shards_from(spares, replicas, view.epoch + 1, count=count)
-        return plan_scale_out(owned, new)
+        return plan_scale_out(owned, new, keys=keys, bytes_=bytes_)
     if kind == "scale_in":
         if not shard:
             raise PlanError("bad_request", "scale_in needs the shard to remove")
-        return plan_scale_in(owned, [shard])
+        return plan_scale_in(owned, [shard], keys=keys, bytes_=bytes_)
     if kind == "rebalance":
-        return plan_rebalance(owned, threshold=threshold)
+        if by not in ("slots", "keys", "bytes"):
+            raise PlanError("bad_request", "by must be slots, keys or bytes")
+        weights = measured.get(by)
+        if by != "slots" and weights is None:
+            raise PlanError("not_measured", f"the {by} per slot could not be measured "
+                            "(a primary did not answer): retry, or rebalance by slots")
+        return plan_rebalance(owned, weights=weights, threshold=threshold, keys=keys,
+                              bytes_=bytes_)
     raise PlanError("bad_request", f"unknown kind {kind!r}: scale_out, scale_in or rebalance")
 
 

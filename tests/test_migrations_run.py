@@ -70,6 +70,14 @@ async def test_scale_in_runs_to_the_end(etcd: EtcdServer) -> None:
         status, doc = await api.call("GET", "/v1/migrations")
         assert all(m["state"] == "DONE" and m["keys_moved"] == 3 for m in doc["migrations"])
         assert len(doc["migrations"]) == len(ids)  # finished records outlive the shard
+        assert all(m["final"] for m in doc["migrations"])
+        status, doc = await api.call("GET", "/v1/migrations?progress=1")
+        p = doc["progress"]
+        assert p["slots_done"] == p["slots"] == 8192 and p["eta_s"] == 0
+        assert p["slots_per_s"] > 0 and p["keys_moved"] == 3 * len(ids)
+        status, text = await api.call("GET", "/metrics")
+        assert f'slotkeeper_migrations{{state="DONE"}} {len(ids)}.0' in text
+        assert 'slotkeeper_migration_slots{state="DONE"} 8192.0' in text
 
 
 async def test_cancel_stops_after_the_running_migration_and_cli_shows_progress(

@@ -313,6 +313,32 @@ def test_cancel_stops_the_plan_and_nothing_is_lost(whole: Stack) -> None:
         work.stop_and_verify(s)
 
 
+def test_dry_runs_measure_keys_and_bytes_on_the_primaries(whole: Stack) -> None:
+    s = whole
+    rc = _cluster_client(s)
+    try:
+        pipe = rc.pipeline()
+        for i in range(3000):
+            pipe.set(f"measured:{i}", "x" * 16)
+        pipe.execute()
+        total = sum(int(s.client(s.index(s.node(sh["primary"]))).dbsize())
+                    for sh in s.cluster()["shards"])
+    finally:
+        rc.close()
+    before = s.cluster()["epoch"]
+    status, doc = s.write("POST", "/v1/rebalance", {"kind": "scale_out", "dry_run": True,
+                                                    "measure": True})
+    assert status == 200, doc
+    plan = doc["plan"]
+    # a third of the slots move: about a third of the keys, and bytes with them
+    assert total * 0.25 < plan["keys_to_move"] < total * 0.42, (plan["keys_to_move"], total)
+    assert plan["bytes_to_move"] > 16 * plan["keys_to_move"]
+    status, doc = s.write("POST", "/v1/rebalance", {"kind": "rebalance", "by": "keys",
+                                                    "threshold": 0.2, "dry_run": True})
+    assert status == 200 and doc["plan"]["slots_to_move"] == 0, doc  # balanced within 20 %
+    assert s.cluster()["epoch"] == before  # dry runs change nothing
+
+
 # --------------------------------------------------------------------------- drain, move-shard
 
 

@@ -7,6 +7,9 @@ Accepted only on connections to the admin port. Subcommands:
   content at the same epoch is refused and the current view stays).
 - ``SLOTKEEPER TOPOLOGY GET``: the current view's JSON (null without one).
 - ``SLOTKEEPER NODEID``: this node's id.
+- ``SLOTKEEPER SLOTSIZES``: ``[slot, keys, bytes, …]`` for every slot holding keys
+  here; bytes are the keys times this node's mean memory per key (an estimate,
+  for rebalancing plans: keys and bytes to move, weights).
 """
 
 from __future__ import annotations
@@ -56,6 +59,19 @@ def topology(c: Connection, argv: list[bytes]) -> bytes:
             raise CommandError(f"ERR invalid topology: {exc}") from None
         return resp.OK if changed else b"+NOOP\r\n"
     raise CommandError("ERR usage: SLOTKEEPER TOPOLOGY SET <json> | SLOTKEEPER TOPOLOGY GET")
+
+
+@group.subcommand("slotkeeper", "slotsizes", meta=_meta(2))
+def slotsizes(c: Connection, argv: list[bytes]) -> bytes:
+    admin_only(c)
+    ks = c.server.ks
+    sizes = [(slot, len(keys)) for slot, keys in enumerate(ks.slots) if keys]
+    total = sum(n for _, n in sizes)
+    mean = ks.mem / total if total else 0.0
+    out: list[bytes] = []
+    for slot, n in sizes:
+        out += (resp.integer(slot), resp.integer(n), resp.integer(int(n * mean)))
+    return resp.array(out)
 
 
 @group.subcommand("slotkeeper", "nodeid", meta=_meta(2))
