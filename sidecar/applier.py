@@ -34,7 +34,7 @@ from dcs.port import Lease, Store
 
 from . import permit, slotlease
 from . import snapshot as local_snapshot
-from .admin import AdminError, Datanode, DatanodeUnavailable
+from .admin import AdminConnection, AdminError, Datanode, DatanodeUnavailable
 from .boot import BootDecision
 from .facts import Replication, still_loading, synced_replica_id
 from .plan import (
@@ -55,6 +55,8 @@ from .transfer import MigrationRun, migrations_to_run
 from .watcher import Records
 
 log = logging.getLogger(__name__)
+
+TARGET_POLL = 0.003  # seconds between probes of a target's applied epoch
 
 
 def registry_conflict(floor: int, registry_epoch: int) -> str:
@@ -386,29 +388,58 @@ class Applier:
             self._update_primary_offset(self.records)
 
     async def _wait_for_targets(self, step: WaitForTargets) -> None:
+        """Until every target primary applied ``step.epoch``: seen in its status in
+        etcd, or answered by its data node (``TOPOLOGY EPOCH`` on its admin port,
+        polled every few ms: the status takes two etcd round trips more, and
+        the source refuses writes to the slots meanwhile). Bounded."""
         start = self.clock()
         deadline = start + self.target_first_timeout
-        while True:
-            statuses = self.records.statuses if self.records is not None else {}
-            behind = [n for n in step.node_ids
-                      if n not in statuses or statuses[n].epoch_applied < step.epoch]
-            if not behind:
-                log.info("slots move away at epoch %d: the target primaries %s applied it "
-                         "first (waited %.0f ms)", step.epoch,
-                         ",".join(n[:8] for n in step.node_ids), (self.clock() - start) * 1000)
-                return
-            left = deadline - self.clock()
-            if left <= 0:
-                log.warning("targets %s did not apply epoch %d within %.1fs: applying anyway",
-                            ",".join(n[:8] for n in behind), step.epoch,
-                            self.target_first_timeout)
-                return
-            self.records_changed.clear()
+        probed: set[str] = set()
+        probe = asyncio.create_task(self._probe_targets(step, probed))
+        try:
+            while True:
+                statuses = self.records.statuses if self.records is not None else {}
+                behind = [n for n in step.node_ids if n not in probed and (
+                    n not in statuses or statuses[n].epoch_applied < step.epoch)]
+                if not behind:
+                    log.info("slots move away at epoch %d: the target primaries %s applied it "
+                             "first (waited %.0f ms)", step.epoch,
+                             ",".join(n[:8] for n in step.node_ids),
+                             (self.clock() - start) * 1000)
+                    return
+                left = deadline - self.clock()
+                if left <= 0:
+                    log.warning("targets %s did not apply epoch %d within %.1fs: applying anyway",
+                                ",".join(n[:8] for n in behind), step.epoch,
+                                self.target_first_timeout)
+                    return
+                self.records_changed.clear()
+                try:
+                    async with asyncio.timeout(min(left, TARGET_POLL)):
+                        await self.records_changed.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            probe.cancel()
+
+    async def _probe_targets(self, step: WaitForTargets, probed: set[str]) -> None:
+        """Ask the targets' data nodes for their epoch until each has ``step.epoch``
+        (best effort: errors leave it to the status in etcd)."""
+        for node_id, (host, port) in zip(step.node_ids, step.addrs, strict=False):
+            conn = AdminConnection(host, port, timeout=1.0)
             try:
-                async with asyncio.timeout(left):
-                    await self.records_changed.wait()
-            except TimeoutError:
-                pass
+                await conn.connect()
+                while True:
+                    epoch = await conn.call("SLOTKEEPER", "TOPOLOGY", "EPOCH")
+                    if isinstance(epoch, int) and epoch >= step.epoch:
+                        probed.add(node_id)
+                        self.records_changed.set()
+                        break
+                    await asyncio.sleep(TARGET_POLL)
+            except (AdminError, DatanodeUnavailable, OSError):
+                continue
+            finally:
+                conn.close()
 
     def _update_primary_offset(self, records: Records) -> None:
         view = self.applied.view

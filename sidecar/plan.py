@@ -59,10 +59,12 @@ class ReleaseSlotLease:
 
 @dataclass(frozen=True, slots=True)
 class WaitForTargets:
-    """Wait (bounded) until these nodes' status shows ``epoch_applied >= epoch``."""
+    """Wait (bounded) until these nodes' status shows ``epoch_applied >= epoch``,
+    or their data nodes (admin ``addrs``, polled directly) answer that epoch."""
 
     node_ids: tuple[str, ...]
     epoch: int
+    addrs: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +132,9 @@ def plan_view(
         steps += [Fence("no longer the primary"), ReleaseSlotLease(applied.shard)]
     targets = targets_first(applied.view, view, node_id)
     if targets:
-        steps.append(WaitForTargets(targets, view.epoch))
+        addrs = tuple((n.addr, n.admin_port) for t in targets
+                      if (n := node_by_id(view, t)) is not None)
+        steps.append(WaitForTargets(targets, view.epoch, addrs))
     new = Applied(view, role, shard, applied.replica_id, None)
     if role is Role.PRIMARY:
         assert me is not None

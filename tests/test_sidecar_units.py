@@ -272,7 +272,8 @@ def test_targets_apply_a_view_that_takes_slots_first() -> None:
     assert targets_first(None, after, ME) == ()
     plan = plan_view(plan_view(Applied(), before, ME).applied, after, ME)
     assert kinds(plan.steps) == ["WaitForTargets", "PushView", "Promote"]
-    assert plan.steps[0] == WaitForTargets((R2,), 2)
+    target = next(n for n in after.nodes if n.id == R2)
+    assert plan.steps[0] == WaitForTargets((R2,), 2, ((target.addr, target.admin_port),))
 
 
 # =========================================================================== permit

@@ -6,6 +6,8 @@ Accepted only on connections to the admin port. Subcommands:
   equal epoch and content is a no-op answering ``+NOOP``; a lower epoch or other
   content at the same epoch is refused and the current view stays).
 - ``SLOTKEEPER TOPOLOGY GET``: the current view's JSON (null without one).
+- ``SLOTKEEPER TOPOLOGY EPOCH``: the current view's epoch (-1 without one): what a
+  source's sidecar polls on a target before it gives slots away.
 - ``SLOTKEEPER NODEID``: this node's id.
 - ``SLOTKEEPER SLOTSIZES``: ``[slot, keys, bytes, …]`` for every slot holding keys
   here; bytes are the keys times this node's mean memory per key (an estimate,
@@ -58,7 +60,12 @@ def topology(c: Connection, argv: list[bytes]) -> bytes:
         except TopologyError as exc:
             raise CommandError(f"ERR invalid topology: {exc}") from None
         return resp.OK if changed else b"+NOOP\r\n"
-    raise CommandError("ERR usage: SLOTKEEPER TOPOLOGY SET <json> | SLOTKEEPER TOPOLOGY GET")
+    if action == b"EPOCH" and len(argv) == 3:
+        view = c.server.view
+        topology = view.topology if view is not None else None
+        return resp.integer(topology.epoch if topology is not None else -1)
+    raise CommandError("ERR usage: SLOTKEEPER TOPOLOGY SET <json> | SLOTKEEPER TOPOLOGY GET | "
+                       "SLOTKEEPER TOPOLOGY EPOCH")
 
 
 @group.subcommand("slotkeeper", "slotsizes", meta=_meta(2))
