@@ -7,7 +7,8 @@ node's client port, tags ``role:<role>``, ``<role>`` (for DNS such as
 replica_id, zone; an HTTP check on the sidecar's ``/health``.
 
 Registered once the node id is known, updated whenever the role, shard, state,
-epoch, replica_id, zone or hidden flag changes (Consul keeps the check's status
+epoch (at most once a second when nothing else changed), replica_id, zone or
+hidden flag changes (Consul keeps the check's status
 across updates; the zone and the flag are the served record's, so an operator's
 change reaches Consul live), re-registered if the agent lost it (checked every
 ``verify_every`` seconds), and deregistered on a clean shutdown. Consul being
@@ -34,6 +35,17 @@ from .facts import ConsulFacts, consul_facts
 from .state import State
 
 log = logging.getLogger(__name__)
+
+EPOCH_EVERY = 1.0  # seconds between updates that change nothing but the epoch in meta
+
+
+def _epoch_only(old: Registration | None, new: Registration) -> bool:
+    """``new`` differs from ``old`` in the meta epoch alone."""
+    if old is None or old.id != new.id or old.tags != new.tags:
+        return False
+    strip = lambda m: {k: v for k, v in m.items() if k != "epoch"}  # noqa: E731
+    return dataclasses.replace(old, meta=MappingProxyType(strip(old.meta))) == \
+        dataclasses.replace(new, meta=MappingProxyType(strip(new.meta)))
 
 
 def registration(
@@ -80,11 +92,20 @@ class Registrar:
         failures = 0
         loop = asyncio.get_running_loop()
         last_verify = loop.time()
+        last_update = -1e9
         while True:
             version = self.state.version
             want = self.wanted()
+            wait = self.verify_every
             try:
-                if want is not None and want != self.registered:
+                if want is not None and want != self.registered and _epoch_only(
+                        self.registered, want) and loop.time() - last_update < EPOCH_EVERY:
+                    # only the epoch in meta changed: at most one update per EPOCH_EVERY
+                    # (a migration bumps the epoch several times a second; tags and every
+                    # other field still reach Consul at once)
+                    wait = EPOCH_EVERY - (loop.time() - last_update)
+                elif want is not None and want != self.registered:
+                    last_update = loop.time()
                     if self.registered is None or self.registered.id != want.id:
                         await self.catalog.register(want)
                     else:
@@ -105,7 +126,7 @@ class Registrar:
                 log.warning("consul registration failed (%s): retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 continue
-            await self.state.changed(version, timeout=self.verify_every)
+            await self.state.changed(version, timeout=max(0.01, wait))
 
     async def deregister(self) -> None:
         if not self.node_id:

@@ -1009,3 +1009,16 @@ async def test_applier_stops_writes_for_a_leadership_transfer_and_resumes_on_abo
     await applier.reconcile()
     assert dn.sent == ["revoke", "view 2", "promote 2", "view 3", "promote 3", "grant"]
     assert state.facts().writable and not state.facts().handoff
+
+
+def test_consul_updates_that_change_only_the_epoch_are_throttled() -> None:
+    from dcs.consul import datanode_registration
+    from sidecar.registrar import _epoch_only
+
+    def reg(epoch: int, state: str = "ACTIVE") -> Any:
+        return datanode_registration("a" * 40, "127.0.0.1", 7000, role="primary", shard="s",
+                                     state=state, epoch=epoch, replica_id=1, check=None)
+
+    assert _epoch_only(reg(1), reg(2))
+    assert not _epoch_only(reg(1), reg(2, state="MIGRATING"))  # a tag changed: at once
+    assert not _epoch_only(None, reg(2))
