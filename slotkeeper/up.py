@@ -228,7 +228,7 @@ def run(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="slotkeeper up", description=__doc__.split("\n\n")[0])
     p.add_argument("--primaries", type=int, default=3)
     p.add_argument("--replicas", type=int, default=1, help="replicas per shard")
-    p.add_argument("--spares", type=int, default=0, help="extra ONLINE nodes (for repair)")
+    p.add_argument("--spares", type=int, default=0, help="extra ONLINE nodes (for repair, add-shard, drain)")
     p.add_argument("--base-port", type=int, default=7000)
     p.add_argument("--ttl", type=float, default=2.0, help="lease TTL in seconds")
     p.add_argument("--cluster", default="local")
