@@ -35,7 +35,7 @@ from .bootstrap import ready_spares
 from .intents import Intent, IntentKind, IntentState, Refusal, short
 from .placement import pick_replica, replica_id_for
 from .policy import Policy
-from .replication import observed_health
+from .replication import left_shard
 from .view import HIDDEN_BY_POLICY, HIDDEN_BY_REMOVAL, ClusterView
 
 
@@ -208,16 +208,7 @@ def _step(view: ClusterView, now: float, policy: Policy, intent: Intent) -> Acti
             f"{short(intent.nodes[0])} first",
             writes=Writes(intents=(updated, transfer)))
     leaving = [n for n in intent.leaving if n in members]
-    nodes = []
-    for node_id in leaving:
-        e = view.nodes[node_id]
-        st = view.status(node_id)
-        alive = view.alive(node_id) and st is not None
-        nodes.append(NodeWrite(replace(
-            e.record, shard="", role=Role.NONE,
-            state=NodeState.ONLINE if alive else NodeState.OFFLINE,
-            health=observed_health(st) if alive and st is not None else Health.FAIL,
-            hidden=True, replica_id=0), HIDDEN_BY_REMOVAL))
+    nodes = [NodeWrite(left_shard(view, n, hidden=True), HIDDEN_BY_REMOVAL) for n in leaving]
     left = set(leaving)
     new_shard = replace(shard, replicas=tuple(r for r in shard.replicas if r not in left),
                         sync_replicas=tuple(r for r in shard.sync_replicas if r not in left))

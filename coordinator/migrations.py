@@ -46,7 +46,7 @@ from .actions import Action, MigrationAction, NodeWrite, Proposal, ShardWrite, W
 from .placement import replica_id_for
 from .policy import Policy
 from .rebalance import Move
-from .replication import observed_health
+from .replication import left_shard
 from .view import HIDDEN_BY_POLICY
 
 if TYPE_CHECKING:
@@ -422,19 +422,8 @@ def plan_shard_lifecycle(
 
 def _dissolve(view: ClusterView, shard_id: str) -> DissolveShard:
     shard = view.shards[shard_id].record
-    nodes = []
-    for node_id in (shard.primary, *shard.replicas):
-        entry = view.nodes.get(node_id)
-        if entry is None:
-            continue
-        st = view.status(node_id)
-        alive = view.alive(node_id) and st is not None
-        nodes.append(NodeWrite(replace(
-            entry.record, shard="", role=Role.NONE,
-            state=NodeState.ONLINE if alive else NodeState.OFFLINE,
-            health=observed_health(st) if alive and st is not None else Health.FAIL,
-            hidden=False, replica_id=0,
-        )))
+    nodes = [NodeWrite(left_shard(view, n, hidden=False))
+             for n in (shard.primary, *shard.replicas) if n in view.nodes]
     return DissolveShard(
         why=f"shard {shard_id[:8]} owns no slot and no migration touches it: its "
         f"{len(nodes)} node(s) go back to ONLINE spares",

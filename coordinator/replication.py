@@ -9,8 +9,10 @@ may be promoted.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from clusterstate.records import Settings, Status
-from clusterstate.topology import Health, NodeState, Role
+from clusterstate.topology import Health, NodeRecord, NodeState, Role
 
 from .view import ClusterView
 
@@ -40,6 +42,20 @@ def primary_status(view: ClusterView, shard_id: str) -> Status | None:
     if st is None or st.epoch_applied < shard.primary_since or st.role_applied != Role.PRIMARY:
         return None
     return st
+
+
+def left_shard(view: ClusterView, node_id: str, *, hidden: bool) -> NodeRecord:
+    """The record of a node that leaves its shard: role none, no shard, its
+    replica_id retired (0); ONLINE with its observed health if its sidecar is
+    alive, else OFFLINE ``fail``."""
+    st = view.status(node_id)
+    alive = view.alive(node_id) and st is not None
+    return replace(
+        view.node(node_id), shard="", role=Role.NONE,
+        state=NodeState.ONLINE if alive else NodeState.OFFLINE,
+        health=observed_health(st) if alive and st is not None else Health.FAIL,
+        hidden=hidden, replica_id=0,
+    )
 
 
 def following(view: ClusterView, node_id: str) -> bool:
@@ -172,6 +188,7 @@ __all__ = [
     "failover_candidates",
     "following",
     "lag",
+    "left_shard",
     "not_promotable",
     "observed_health",
     "primary_lost",
