@@ -117,8 +117,19 @@ class Workload(threading.Thread):
         assert not self.stale, f"stale reads: {self.stale[:3]}"
 
 
+def _write(s: Stack, method: str, path: str, body: Any) -> tuple[int, Any]:
+    """An API write, again after a lost compare-and-set (409 ``conflict``: the loop
+    wrote meanwhile, as an operator's script would retry)."""
+    for _ in range(10):
+        status, doc = s.write(method, path, body)
+        if not (status == 409 and isinstance(doc, dict) and doc.get("code") == "conflict"):
+            break
+        time.sleep(0.2)
+    return status, doc
+
+
 def _plan(s: Stack, body: dict[str, Any]) -> dict[str, Any]:
-    status, doc = s.write("POST", "/v1/rebalance", body)
+    status, doc = _write(s, "POST", "/v1/rebalance", body)
     assert status == 202, doc
     return doc
 
@@ -300,7 +311,7 @@ def test_cancel_stops_the_plan_and_nothing_is_lost(whole: Stack) -> None:
         doc = _plan(s, {"kind": "scale_out"})
         ids = doc["migrations"]
         _wait_some_done(s, ids)
-        status, out = s.write("DELETE", f"/v1/migrations/{ids[-1]}")
+        status, out = _write(s, "DELETE", f"/v1/migrations/{ids[-1]}", None)
         assert status == 200, out
         states = _wait_plan(s, ids)
         assert "CANCELLED" in states.values() and "DONE" in states.values()
@@ -343,14 +354,14 @@ def test_dry_runs_measure_keys_and_bytes_on_the_primaries(whole: Stack) -> None:
 
 
 def _drain(s: Stack, node: str, **body: Any) -> dict[str, Any]:
-    status, doc = s.write("POST", f"/v1/nodes/{node}/drain?wait=120", body)
+    status, doc = _write(s, "POST", f"/v1/nodes/{node}/drain?wait=120", body)
     assert status == 200, doc
     assert doc["intent"]["state"] == "done", doc
     return doc
 
 
 def _unhide(s: Stack, node: str) -> None:
-    status, doc = s.write("POST", f"/v1/nodes/{node}/unhide?wait=30", {})
+    status, doc = _write(s, "POST", f"/v1/nodes/{node}/unhide?wait=30", {})
     assert status == 200, doc
 
 
