@@ -27,7 +27,11 @@ log = logging.getLogger(__name__)
 _NOAUTH = resp.error(NOAUTH)
 
 
-_NO_FAST_PATH: dict[bytes, Any] = {}
+# The fast table (DataNode.update_gates) maps a command name to its spec by len(argv)
+# below FAST_ARGC, None where the arity fails: one index checks the arity.
+FAST_ARGC = 32
+_NOT_FAST: tuple[Any, ...] = (None,) * FAST_ARGC
+_NO_FAST_PATH: dict[bytes, tuple[Any, ...]] = {}
 
 
 class _Blocked(bytes):
@@ -36,9 +40,6 @@ class _Blocked(bytes):
 
 BLOCKED: bytes = _Blocked()
 
-
-def _slot(key: bytes) -> int:
-    return crc_hqx(key, 0) & 16383 if 123 not in key else key_slot(key)
 
 _QUEUED = resp.QUEUED
 
@@ -175,59 +176,53 @@ class Connection(asyncio.Protocol):
         server = self.server
         # Commands that may skip the generic checks right now (server.update_gates).
         table = server.fast_table if self.authed and self.multi is None else _NO_FAST_PATH
-        fast_slots = server.fast_slots
+        # Cluster mode: whether a slot may skip routing, by the raw CRC16 of its key.
+        fast_crc = server.fast_crc
+        blocked = BLOCKED
         out: list[bytes] = []
-        append = out.append
-        i = 0
         for argv in cmds:
-            i += 1
-            spec = table.get(argv[0])
-            if (
-                spec is None
-                or not spec.min_args <= len(argv) <= spec.max_args
-                or (
-                    fast_slots is not None
-                    and spec.keyed
-                    and not (
-                        spec.single_key
-                        and fast_slots[
-                            crc_hqx(k, 0) & 16383 if 123 not in (k := argv[1]) else key_slot(k)
-                        ]
-                    )
-                )
+            try:
+                spec = table.get(argv[0], _NOT_FAST)[len(argv)]
+            except IndexError:  # FAST_ARGC arguments or more
+                spec = None
+            if spec is None or (
+                fast_crc is not None
+                and spec.keyed
+                and not fast_crc[crc_hqx(k, 0) if 123 not in (k := argv[1]) else key_slot(k)]
             ):
                 reply = self.execute(argv)
-                if reply is BLOCKED:
-                    self._block_rest(cmds[i:])
+                if reply is blocked:
+                    self._block_rest(cmds, argv)
                     break
-                append(reply)
+                out.append(reply)
                 if self.closing:
                     break
                 table = server.fast_table if self.authed and self.multi is None else _NO_FAST_PATH
                 continue
+            handler = spec.handler  # (not spec.handler(...): LOAD_METHOD on a slot is slow)
             try:
-                reply = spec.handler(self, argv)
+                reply = handler(self, argv)
             except CommandError as exc:
                 self.effects = None
-                append(resp.error(exc.message))
+                out.append(resp.error(exc.message))
                 continue
             except Exception:
-                append(self._handler_failed(spec, argv))
+                out.append(self._handler_failed(spec, argv))
                 if self.closing:
                     break
                 continue
             if spec.write:
                 reply = server.after_write(self, spec, argv, reply)
-            if reply is BLOCKED:
-                self._block_rest(cmds[i:])
+            if reply is blocked:
+                self._block_rest(cmds, argv)
                 break
-            append(reply)
+            out.append(reply)
         self.last_cmd = argv[0]
         transport = self.transport
         if transport is None:
             return
         if out:
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            transport.write(b"".join(out))  # one reply: join returns it as is
         if self.closing:
             transport.close()
         elif self.backlogged and transport.get_write_buffer_size() > self.out_limit:
@@ -240,8 +235,10 @@ class Connection(asyncio.Protocol):
         self.blocked = True
         return BLOCKED
 
-    def _block_rest(self, rest: list[list[bytes]]) -> None:
-        self.pending = rest
+    def _block_rest(self, cmds: list[list[bytes]], blocked: list[bytes]) -> None:
+        """Keep the commands after ``blocked`` (an element of ``cmds``) for unblock()."""
+        i = next(i for i, argv in enumerate(cmds) if argv is blocked)
+        self.pending = cmds[i + 1 :]
         if self.transport is not None and not self.closing:
             self.transport.pause_reading()
 

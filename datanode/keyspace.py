@@ -45,6 +45,9 @@ TYPE_NAMES: dict[type, bytes] = {
 }
 
 
+_LOOK_UP: Any = object()  # Keyspace.set: the caller did not look the key up
+
+
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -156,10 +159,14 @@ class Keyspace:
         return self.get_for_write(key) is not None
 
     # ------------------------------------------------------------------ writes
-    def set(self, key: bytes, value: Any, keep_ttl: bool = False) -> None:
-        """Store ``value`` at ``key``; the TTL is cleared unless ``keep_ttl``."""
+    def set(self, key: bytes, value: Any, keep_ttl: bool = False, old: Any = _LOOK_UP) -> None:
+        """Store ``value`` at ``key``; the TTL is cleared unless ``keep_ttl``.
+
+        ``old``: what ``data.get(key)`` returned, when the caller just looked it up.
+        """
         data = self.data
-        old = data.get(key)
+        if old is _LOOK_UP:
+            old = data.get(key)
         data[key] = value
         if type(value) is bytes:
             if type(old) is bytes:  # the common overwrite: only the value size changes

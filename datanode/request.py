@@ -70,12 +70,11 @@ class RequestParser:
                     self._at_boundary = True
                     return cmds + self.feed(data)
                 raise ProtocolError(str(exc)) from None
-            if item is False:
+            if type(item) is list and item:  # a request (the common case first)
+                cmds.append(item)
+            elif item is False:
                 break
-            if type(item) is list:
-                if item:
-                    cmds.append(item)
-            elif item is not None:
+            elif item is not None and type(item) is not list:
                 raise ProtocolError(f"expected '*', got a {type(item).__name__} value")
         self._at_boundary = False
         if cmds:

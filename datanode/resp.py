@@ -24,6 +24,12 @@ MINUS_TWO = b":-2\r\n"
 
 _SMALL_INTS = [b":%d\r\n" % i for i in range(0, 1024)]
 
+CRLF = b"\r\n"
+# Bulk string headers ("$<len>\r\n") of the lengths below BULK_HEADERS_MAX, built once:
+# ``b"".join((header, value, CRLF))`` costs less than formatting the header each time.
+BULK_HEADERS_MAX = 4096
+BULK_HEADERS = [b"$%d\r\n" % n for n in range(BULK_HEADERS_MAX)]
+
 
 def integer(n: int) -> bytes:
     if 0 <= n < 1024:
@@ -32,13 +38,15 @@ def integer(n: int) -> bytes:
 
 
 def bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(value), value)
+    n = len(value)
+    return b"".join((BULK_HEADERS[n] if n < BULK_HEADERS_MAX else b"$%d\r\n" % n, value, CRLF))
 
 
 def bulk_or_null(value: bytes | None, resp3: bool) -> bytes:
     if value is None:
         return NULL3 if resp3 else NULL2
-    return b"$%d\r\n%b\r\n" % (len(value), value)
+    n = len(value)
+    return b"".join((BULK_HEADERS[n] if n < BULK_HEADERS_MAX else b"$%d\r\n" % n, value, CRLF))
 
 
 def null(resp3: bool) -> bytes:

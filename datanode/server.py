@@ -18,7 +18,7 @@ from clusterstate.slots import SLOT_COUNT
 from . import resp
 from .commands import TABLE
 from .config import Settings
-from .connection import Connection
+from .connection import FAST_ARGC, Connection
 from .errors import OOM, WRITE_FENCED
 from .identity import load_or_create_node_id
 from .info import rss_bytes
@@ -39,6 +39,7 @@ REDIS_VERSION = "7.2.4"
 CRON_INTERVAL = 0.1
 _OOM = resp.error(OOM)
 _FENCED = resp.error(WRITE_FENCED)
+CRC_SPACE = 1 << 16  # values of CRC16
 
 
 @dataclass(slots=True)
@@ -93,6 +94,9 @@ class DataNode:
         self.importing: dict[int, str] = {}
         # Per slot: True when a keyed command may skip routing (mine, primary, not open).
         self.fast_slots: list[bool] | None = None
+        self.fast_crc: list[bool] | None = None  # fast_slots by raw CRC16 (see update_gates)
+        self.fast_table: dict[bytes, tuple[CommandSpec | None, ...]] = {}
+        self._fast_rows: dict[str, tuple[CommandSpec, tuple[CommandSpec | None, ...]]] = {}
         self._drops: set[int] = set()
         # Write permit (fencing): None = no permit configured (writes always allowed);
         # else the time.monotonic() deadline after which writes are refused.
@@ -208,14 +212,20 @@ class DataNode:
             or (repl is not None and repl.gates_writes())
             or (self.cluster_mode and (self.view is None or self.view.topology is None))
         )
-        self.fast_table = {
-            name: spec
-            for name, spec in self.table.items()
-            if spec.fast_path and not (spec.write and self.gate_writes)
-        }
         self.gate_reads = self.cluster_mode
+        # name -> the spec by len(argv) (None where the arity fails), for the commands
+        # that may skip the generic checks; in cluster mode only the keyless and the
+        # single-key ones (the fast path checks argv[1]'s slot), the others route.
+        self.fast_table = {
+            name: self._fast_row(spec)
+            for name, spec in self.table.items()
+            if spec.fast_path
+            and not (spec.write and self.gate_writes)
+            and not (self.cluster_mode and spec.keyed and not spec.single_key)
+        }
         if not self.cluster_mode:
             self.fast_slots = None
+            self.fast_crc = None
             return
         view = self.view
         fast = [False] * SLOT_COUNT
@@ -229,6 +239,20 @@ class DataNode:
             for slot in self.importing:
                 fast[slot] = False
         self.fast_slots = fast
+        # The same indexed by the raw CRC16 of a key (slot = crc & 16383): the fast path
+        # skips the mask. A hash-tagged key's slot (< 16384) indexes it as well.
+        self.fast_crc = fast * (CRC_SPACE // SLOT_COUNT)
+
+    def _fast_row(self, spec: CommandSpec) -> tuple[CommandSpec | None, ...]:
+        """``spec`` at each len(argv) its arity allows, below FAST_ARGC (cached)."""
+        cached = self._fast_rows.get(spec.name)
+        if cached is not None and cached[0] is spec:
+            return cached[1]
+        row = tuple(
+            spec if spec.min_args <= n <= spec.max_args else None for n in range(FAST_ARGC)
+        )
+        self._fast_rows[spec.name] = (spec, row)
+        return row
 
     def gate(self, conn: Connection, spec: CommandSpec, argv: list[bytes]) -> bytes | None:
         """Checks before a handler runs, in Redis's order; a refusal reply or None."""
@@ -383,11 +407,10 @@ class DataNode:
             for key in spec.keys(argv):
                 ks.touch(key)
         repl = self.repl
-        effects = conn.effects
-        if effects is not None:
+        if repl is not None:  # it replicates conn.effects (else argv), and clears them
+            return repl.after_write(conn, argv, reply)
+        if conn.effects is not None:
             conn.effects = None
-        if repl is not None:
-            return repl.after_write(conn, [argv] if effects is None else effects, reply)
         return reply
 
     def run_transaction(self, conn: Connection, queued: list[list[bytes]]) -> bytes:

@@ -26,6 +26,9 @@ command = group.command
 
 _OK = resp.OK
 _WRONGTYPE = WRONGTYPE
+_HEADERS = resp.BULK_HEADERS
+_HEADERS_MAX = resp.BULK_HEADERS_MAX
+_CRLF = resp.CRLF
 
 
 def _string_or_none(c: Connection, key: bytes) -> bytes | None:
@@ -37,12 +40,26 @@ def _string_or_none(c: Connection, key: bytes) -> bytes | None:
 
 @command("get")
 def get(c: Connection, argv: list[bytes]) -> bytes:
-    v = c.ks.get(argv[1])
+    # The hottest handler: Keyspace.get inlined for a key without a TTL while no LRU
+    # clock is kept (a key with a TTL, or LRU, takes Keyspace.get itself).
+    ks = c.ks
+    key = argv[1]
+    v = ks.data.get(key)
     if v is None:
+        ks.misses += 1
         return c.null
-    if type(v) is bytes:
-        return b"$%d\r\n%b\r\n" % (len(v), v)
-    raise CommandError(_WRONGTYPE)
+    exp = ks.expires
+    if (exp and key in exp) or ks.lru is not None:
+        v = ks.get(key)
+        if v is None:
+            return c.null
+    else:
+        ks.hits += 1
+    try:
+        n = len(v)
+        return v.join((_HEADERS[n] if n < _HEADERS_MAX else b"$%d\r\n" % n, _CRLF))
+    except (AttributeError, TypeError):  # not a string: no join (dict, deque, set, ZSet)
+        raise CommandError(_WRONGTYPE) from None
 
 
 def parse_expiry(c: Connection, opt: bytes, raw: bytes, command: str) -> int:
@@ -68,7 +85,16 @@ def set_(c: Connection, argv: list[bytes]) -> bytes:
     ks = c.ks
     key = argv[1]
     if len(argv) == 3:
-        ks.set(key, argv[2])
+        value = argv[2]
+        data = ks.data
+        old = data.get(key)
+        if type(old) is bytes and not ks.expires:
+            # Keyspace.set inlined for the common overwrite of a string while no key
+            # has a TTL: only the value and the memory estimate change.
+            data[key] = value
+            ks.mem += len(value) - len(old)
+        else:
+            ks.set(key, value, False, old)
         return _OK
     nx = xx = get_old = keep_ttl = False
     expire_at: int | None = None

@@ -78,7 +78,7 @@ class Replication:
         self.role = Role.PRIMARY
         self.replid = new_replid()
         self.replid2 = ZERO_ID
-        self.offset = 0
+        self._offset = 0  # see the offset property
         self.offset2 = -1
         self.backlog: Backlog | None = None
         self.epoch = 0
@@ -96,6 +96,19 @@ class Replication:
         self._task: asyncio.Task[None] | None = None
         self._starting = False
         node.snapshots.meta_source = self.meta
+
+    @property
+    def offset(self) -> int:
+        """The replication offset (``master_repl_offset``): bytes of stream so far,
+        including what a primary has not flushed yet."""
+        primary = self.primary
+        if primary._counted != len(primary._parts):
+            primary._count()
+        return self._offset
+
+    @offset.setter
+    def offset(self, value: int) -> None:
+        self._offset = value
 
     # ================================================================== lifecycle
     def start(self) -> None:
@@ -373,7 +386,7 @@ class Replication:
         backlog = self.backlog
         assert backlog is not None
         backlog.append(data)
-        self.offset += len(data)
+        self._offset += len(data)
 
     # ================================================================== facts
     def role_name(self) -> str:

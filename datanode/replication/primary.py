@@ -2,10 +2,18 @@
 full and partial syncs, acknowledgements, WAIT and acknowledged writes.
 
 A :class:`Primary` is the node's ``repl`` hook object while it is a primary with a
-backlog (from the first replica on). Per write it canonicalises the effects,
-encodes them and appends the bytes to a list; once per event-loop iteration
-(``call_soon``) the list is joined, appended to the backlog and written to every
-online replica's transport. Nothing of this runs while no backlog exists.
+backlog (from the first replica on). Per write it canonicalises the effects and
+appends their encoding, as pieces, to a list (``_parts``); at most FLUSH_DELAY later
+(at the end of the event-loop iteration when a client waits for acknowledgements or
+much is pending) the list is joined into one chunk, which is appended to the backlog
+and written to every online replica's transport. Nothing of this runs while no
+backlog exists.
+
+The hot path is the plain 3-argument write (``SET k v``, ``HSET h f v`` …) with no
+effects, no transaction being recorded and no acknowledged writes: a dict lookup of
+its name and one ``list.extend`` of precomputed pieces and the arguments themselves,
+nothing formatted, no offset arithmetic. The stream offset (``repl.offset``) counts
+the pending pieces lazily, when it is read (:meth:`_count`) or at the flush.
 
 Acknowledged writes (``min_replicas_to_ack`` ≥ 1): the client is blocked
 (``conn.block()``) until that many online replicas acknowledged the stream offset
@@ -31,7 +39,22 @@ from typing import TYPE_CHECKING, Any
 from .. import resp
 from ..errors import CommandError
 from .fullsync import fork_fullsync
-from .stream import EXEC, GETACK, MULTI, PING, REWRITERS, canonical, encode, mark
+from .stream import (
+    CRLF,
+    EXEC,
+    GETACK,
+    MID,
+    MULTI,
+    NUM,
+    PING,
+    REWRITERS,
+    SMALL,
+    canonical,
+    encode,
+    encode_into,
+    head3,
+    mark,
+)
 
 if TYPE_CHECKING:
     from ..connection import Connection
@@ -43,12 +66,26 @@ NOREPLICAS = "NOREPLICAS Not enough good replicas to write."
 _NOREPLICAS = resp.error(NOREPLICAS)
 PING_PERIOD = 10.0  # seconds between PINGs on an idle stream (Redis's repl-ping-replica-period)
 # The stream is written to the replicas at most this long after a write (coalescing
-# many event-loop iterations into one socket write), at once past FLUSH_BYTES, and at
-# once when a client waits for acknowledgements (WAIT, acknowledged writes).
+# many event-loop iterations into one socket write), at once when a client waits for
+# acknowledgements (WAIT, acknowledged writes), and at the end of the event-loop
+# iteration once large arguments (≥ SMALL bytes: the fast path takes none) pending
+# pass FLUSH_BYTES.
 FLUSH_DELAY = 0.001
 FLUSH_BYTES = 64 * 1024
 
 _rewriter = REWRITERS.get
+
+# name -> [head3(name) + NUM[n] for n < KEY_SMALL], for the command names (as spelled,
+# all upper or all lower case) whose 3-argument form is replicated as it came: added
+# by the slow path when it sees one.
+KEY_SMALL = 256
+_HEAD3: dict[bytes, list[bytes]] = {}
+_NO_HEADS: dict[bytes, list[bytes]] = {}
+
+
+def _heads(name: bytes) -> list[bytes]:
+    head = head3(name)
+    return [head + NUM[n] for n in range(KEY_SMALL)]
 
 
 class FollowerState(StrEnum):
@@ -112,8 +149,15 @@ class Primary:
         self.online: list[Follower] = []
         self.min_acks = 0
         self.ack_timeout = 1.0  # seconds
-        self._out: list[bytes] = []
-        self._out_bytes = 0
+        # The stream not flushed yet, as pieces; the first ``_counted`` of them are
+        # counted in ``repl.offset`` (the rest when it is read: _count()).
+        self._parts: list[bytes] = []
+        self._counted = 0
+        self._counted_bytes = 0
+        self._big = 0  # bytes of large pieces pending (flushed early past FLUSH_BYTES)
+        # _HEAD3 while the hot path applies (no transaction being recorded, no
+        # acknowledged writes), else an empty dict.
+        self._heads3 = _HEAD3
         self._flush_handle: asyncio.Handle | None = None
         self._flush_soon = False
         self._loop_ref: asyncio.AbstractEventLoop | None = None
@@ -141,42 +185,58 @@ class Primary:
             return _NOREPLICAS
         return None
 
-    def after_write(self, conn: Connection, cmds: list[list[bytes]], reply: bytes) -> bytes:
-        """Per write (the primary's hot path): canonical effects, encoded, appended."""
+    def after_write(self, conn: Connection, argv: list[bytes], reply: bytes) -> bytes:
+        """Per write (the primary's hot path): its effects (``conn.effects``, else the
+        command itself, canonicalised) go to the stream."""
+        effects = conn.effects
+        if effects is None:
+            heads = self._heads3.get(argv[0])
+            if heads is not None and len(argv) == 3:
+                _, a, b = argv
+                try:  # an IndexError when a or b is too long for the tables
+                    self._parts.extend((heads[len(a)], a, MID[len(b)], b, CRLF))
+                except IndexError:
+                    return self._after_write(conn, [argv], reply)
+                if self._flush_handle is None:
+                    self._schedule(False)
+                return reply
+            return self._after_write(conn, [argv], reply)
+        conn.effects = None
+        return self._after_write(conn, effects, reply)
+
+    def _after_write(self, conn: Connection, cmds: list[list[bytes]], reply: bytes) -> bytes:
         if conn.in_exec and self._tx is not None:
             for argv in cmds:
                 self._tx.extend(canonical(self.ks, argv))
             return reply
-        out = self._out
-        n = 0
+        parts = self._parts
+        size = len(parts)
         for argv in cmds:
             name = argv[0]
             entry = _rewriter(name)
             if entry is None:
                 if not (name.isupper() or name.islower()):
                     entry = _rewriter(name.lower())
+                elif len(argv) == 3 and type(name) is bytes and name not in _HEAD3:
+                    _HEAD3[name] = _heads(name)  # replicated as it came from now on
             elif len(argv) < entry[1]:
+                if len(argv) == 3 and name not in _HEAD3:
+                    _HEAD3[name] = _heads(name)  # SET k v: as it came, unlike SET k v EX n
                 entry = None
             if entry is None:
-                if len(argv) == 3:  # encode() inlined for the commonest shape
-                    a, b = argv[1], argv[2]
-                    data = b"*3\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
-                        len(name), name, len(a), a, len(b), b)
-                else:
-                    data = encode(argv)
-                out.append(data)
-                n += len(data)
+                encode_into(parts, argv)
             else:
                 for c in entry[0](self.ks, argv):
-                    data = encode(c)
-                    out.append(data)
-                    n += len(data)
-        if not n:
-            return reply
-        self.repl.offset += n
-        size = self._out_bytes = self._out_bytes + n
-        if self._flush_handle is None or (size >= FLUSH_BYTES and not self._flush_soon):
-            self._schedule(size >= FLUSH_BYTES)
+                    encode_into(parts, c)
+        if len(parts) == size:
+            return reply  # nothing to replicate
+        for argv in cmds:
+            for a in argv:
+                if len(a) >= SMALL:
+                    self._big += len(a)
+        big = self._big >= FLUSH_BYTES
+        if self._flush_handle is None or (big and not self._flush_soon):
+            self._schedule(big)
         if self.min_acks:
             return self._hold(conn, reply)
         return reply
@@ -186,19 +246,24 @@ class Primary:
         wrapped in MULTI/EXEC, so a replica applies them as one step."""
         tx: list[list[bytes]] = []
         self._tx = tx
+        self._heads3 = _NO_HEADS
         conn.in_exec = True
         try:
             replies = [conn.execute(argv) for argv in queued]
         finally:
             conn.in_exec = False
             self._tx = None
+            self._heads3 = _NO_HEADS if self.min_acks else _HEAD3
         reply = resp.array(replies)
         if not tx:
             return reply
-        self.append(MULTI)
+        parts = self._parts
+        parts.append(MULTI)
         for argv in tx:
-            self.append(encode(argv))
-        self.append(EXEC)
+            encode_into(parts, argv)
+        parts.append(EXEC)
+        if self._flush_handle is None:
+            self._schedule(False)
         if self.min_acks:
             return self._hold(conn, reply)
         return reply
@@ -212,11 +277,26 @@ class Primary:
         for argv in cmds:
             self.append(encode(argv))
 
+    def _count(self) -> None:
+        """Count the pending pieces not counted yet in ``repl.offset``."""
+        parts = self._parts
+        i = self._counted
+        n = len(parts)
+        if i < n:
+            size = sum(map(len, parts[i:] if i else parts))
+            self.repl._offset += size
+            self._counted_bytes += size
+            self._counted = n
+
     # ================================================================== the stream
     def append(self, data: bytes) -> None:
-        self._out.append(data)
-        self.repl.offset += len(data)
-        self._out_bytes += len(data)
+        """Add encoded commands to the stream."""
+        self._parts.append(data)
+        if len(data) >= SMALL:
+            self._big += len(data)
+            if self._big >= FLUSH_BYTES and not self._flush_soon:
+                self._schedule(True)
+                return
         if self._flush_handle is None:
             self._schedule(False)
 
@@ -238,21 +318,22 @@ class Primary:
         if self._flush_handle is not None:
             self._flush_handle.cancel()  # a no-op when it is the one running
             self._flush_handle = None
-        self._out_bytes = 0
-        out = self._out
+        self._big = 0
+        parts = self._parts
         if self._getack:
             self._getack = False
             if self.online:
-                out.append(GETACK)
-                self.repl.offset += len(GETACK)
-        if not out:
+                parts.append(GETACK)
+        if not parts:
             return
+        body = b"".join(parts)
+        parts.clear()
         repl = self.repl
-        m = mark(repl.offset)
-        repl.offset += len(m)
-        out.append(m)
-        chunk = b"".join(out)
-        out.clear()
+        offset = repl._offset + len(body) - self._counted_bytes
+        self._counted = self._counted_bytes = 0
+        m = mark(offset)
+        repl._offset = offset + len(m)
+        chunk = body + m
         backlog = repl.backlog
         assert backlog is not None
         backlog.append(chunk)
@@ -270,7 +351,7 @@ class Primary:
 
     def flush_now(self) -> None:
         """Push what is pending into the backlog (and to online replicas) at once."""
-        if self._out or self._getack:
+        if self._parts or self._getack:
             self._flush()
 
     # ================================================================== handshake and sync
@@ -487,6 +568,7 @@ class Primary:
 
     def set_min_acks(self, n: int, timeout: float | None) -> None:
         self.min_acks = n
+        self._heads3 = _HEAD3 if not n and self._tx is None else _NO_HEADS
         if timeout is not None:
             self.ack_timeout = timeout
         if self._holds:

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
+FEED = 4096  # the stream is fed to the parser in pieces of at most this many bytes
 
 _READONLY = resp.error(READONLY)
 
@@ -78,7 +79,8 @@ class ReplicaHooks:
     def refuse_write(self, conn: Connection, spec: Any) -> bytes | None:
         return _READONLY
 
-    def after_write(self, conn: Connection, cmds: list[list[bytes]], reply: bytes) -> bytes:
+    def after_write(self, conn: Connection, argv: list[bytes], reply: bytes) -> bytes:
+        conn.effects = None
         return reply
 
     def run_transaction(self, conn: Connection, queued: list[list[bytes]]) -> bytes:
@@ -340,7 +342,26 @@ class ReplicaLink:
     def _process(self, data: bytes) -> None:
         """Parse what arrived; apply each chunk when its end marker is in."""
         self._raw += data
-        self._parser.feed(data)
+        n = len(data)
+        if n <= FEED:
+            self._parser.feed(data)
+            self._parse()
+        else:
+            # hiredis moves what is left of its buffer to the front each time 1 KiB of
+            # it is consumed: fed a large read at once, that is quadratic.
+            feed = self._parser.feed
+            for i in range(0, n, FEED):
+                feed(data, i, min(FEED, n - i))
+                self._parse()
+                if self._broken:
+                    break
+        if self._ack_due:
+            self._ack_due = False
+            self.send_ack()
+        if self._broken:
+            raise LinkError(self._broken)
+
+    def _parse(self) -> None:
         gets = self._parser.gets
         pending = self._pending
         while True:
@@ -360,11 +381,6 @@ class ReplicaLink:
                     self._ack_wanted = True
                 continue
             pending.append(argv)
-        if self._ack_due:
-            self._ack_due = False
-            self.send_ack()
-        if self._broken:
-            raise LinkError(self._broken)
 
     def _commit(self, end: int) -> None:
         """The chunk ending at stream offset ``end`` is complete: apply it."""

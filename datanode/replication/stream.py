@@ -27,6 +27,34 @@ EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 PING = b"*1\r\n$4\r\nPING\r\n"
 GETACK = b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n"
 
+# Pieces of the encoding, precomputed for the lengths below SMALL (the primary's hot
+# path builds the stream from them without formatting anything per write).
+SMALL = 1024
+CRLF = b"\r\n"
+LEN = [b"$%d\r\n" % n for n in range(SMALL)]  # the header of an n-byte argument
+NUM = [b"%d\r\n" % n for n in range(SMALL)]  # … without its "$"
+MID = [b"\r\n$%d\r\n" % n for n in range(SMALL)]  # the end of one argument, the next's header
+COUNT = [b"*%d\r\n" % n for n in range(64)]  # the header of an n-argument command
+
+
+def head3(name: bytes) -> bytes:
+    """The start of a 3-argument command named ``name`` up to its second argument's
+    length: ``head3(a) + NUM[len(b)] + b + MID[len(c)] + c + CRLF == encode([a, b, c])``."""
+    return b"*3\r\n$%d\r\n%s\r\n$" % (len(name), name)
+
+
+def encode_into(parts: list[bytes], argv: list[bytes]) -> None:
+    """Append the pieces of ``encode(argv)`` to ``parts`` (joined later, with others)."""
+    n = len(argv)
+    parts.append(COUNT[n] if n < 64 else b"*%d\r\n" % n)
+    add = parts.extend
+    for a in argv:
+        if type(a) is not bytes:
+            a = bytes(memoryview(a))  # a TypeError now, not when the pieces are joined
+        m = len(a)
+        add((LEN[m] if m < SMALL else b"$%d\r\n" % m, a, CRLF))
+
+
 def encode(argv: list[bytes]) -> bytes:
     """One command as canonical RESP. (``%s`` formats bytes like ``%b``, faster.)"""
     n = len(argv)
@@ -54,7 +82,7 @@ _MARK_HEAD = b"*3\r\n$8\r\nREPLCONF\r\n$4\r\nMARK\r\n"
 def mark(offset: int) -> bytes:
     """The end-of-chunk marker for a chunk ending at ``offset`` (before the marker):
     ``REPLCONF MARK <e>`` where ``e`` is the offset right after the marker."""
-    for digits in range(1, 25):
+    for digits in range(len(b"%d" % offset), 25):  # ``end`` has at least as many digits
         end = offset + len(_MARK_HEAD) + len(b"$%d\r\n" % digits) + digits + 2
         if len(b"%d" % end) == digits:
             return _MARK_HEAD + b"$%d\r\n%d\r\n" % (digits, end)
