@@ -249,14 +249,18 @@ def _unchanged(view: ClusterView, shard_id: str, record: ShardRecord | None = No
     return ShardWrite(record or entry.record, entry.handoff, entry.primary_since)
 
 
-def _paused(view: ClusterView, settings: Settings) -> set[str]:
-    """Shards whose migrations wait: in failover, in a leadership transfer, or
-    (with ``min_replicas_to_ack`` ≥ 1) short of in-sync replicas, since the copy
-    must be acknowledged by as many replicas as a write."""
+def _paused(view: ClusterView) -> set[str]:
+    """Shards in failover or in a leadership transfer: their migrations wait."""
+    return {sid for sid, e in view.shards.items() if e.handoff is not None or sid not in view.leases}
+
+
+def _short(view: ClusterView, settings: Settings) -> set[str]:
+    """With ``min_replicas_to_ack`` ≥ 1, shards with fewer in-sync replicas: the
+    migrations *to* them wait, since a copy must be acknowledged like a write."""
     need = settings.min_replicas_to_ack
-    return {sid for sid, e in view.shards.items()
-            if e.handoff is not None or sid not in view.leases
-            or (need >= 1 and len(e.record.sync_replicas) < need)}
+    if need < 1:
+        return set()
+    return {sid for sid, e in view.shards.items() if len(e.record.sync_replicas) < need}
 
 
 def _lease_revisions(view: ClusterView, m: MigrationRecord) -> dict[str, int]:
@@ -312,7 +316,8 @@ def plan_migrations(
     out = Proposal()
     now_ms = int(now * 1000)
     records = sorted(view.topology.migrations, key=lambda m: (m.slots[:1], m.id))
-    paused = _paused(view, settings)
+    paused = _paused(view)
+    short = _short(view, settings)
     shards = {sid: e.record for sid, e in view.shards.items()}
     for m in records:
         doc = view.migrations.get(m.id, {})
@@ -335,8 +340,7 @@ def plan_migrations(
         if m.state is not MigrationState.RUNNING:
             continue
         if m.from_shard in paused or m.to_shard in paused:
-            out.notes.append(f"migration {m.id[:8]} waits: a shard it touches is in failover "
-                             "or short of in-sync replicas")
+            out.notes.append(f"migration {m.id[:8]} waits: a shard it touches is in failover")
             continue
         moved = _leases_moved(view, m, doc)
         if moved:
@@ -377,7 +381,12 @@ def plan_migrations(
             ))
         else:
             out.notes.append(f"migration {m.id[:8]} copying")
-    for m in to_start(records, settings.migration_concurrency, paused):
+    for sid in short & {m.to_shard for m in records if m.state is MigrationState.PENDING}:
+        out.notes.append(f"migrations to shard {sid[:8]} wait: fewer in-sync replicas than "
+                         f"min_replicas_to_ack ({settings.min_replicas_to_ack})")
+    startable = [m for m in records if not (m.state is MigrationState.PENDING
+                                            and m.to_shard in short)]
+    for m in to_start(startable, settings.migration_concurrency, paused):
         doc = view.migrations.get(m.id, {})
         attempts = int(doc.get("attempts", 0) or 0) + 1
         out.actions.append(StartMigration(

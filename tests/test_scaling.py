@@ -423,3 +423,47 @@ def test_move_shard_and_the_cli(whole: Stack) -> None:
         work.stop_and_verify(s)
     for n in old:
         _unhide(s, n)
+
+
+def test_two_new_shards_fill_in_parallel(whole: Stack) -> None:
+    """With replicas 0 the two spares make two new shards: their migrations run at
+    the same time (one per target shard, settings.migration_concurrency 2).
+    min_replicas_to_ack goes to 0 meanwhile: a shard without replicas could not
+    acknowledge a copy (its migrations would wait)."""
+    s = whole
+    status, doc = _write(s, "PATCH", "/v1/settings", {"replicas": 0, "min_replicas_to_ack": 0})
+    assert status == 200, doc
+    before = set(_slot_owners(s))
+    work = Workload(s, "two")
+    work.start()
+    try:
+        doc = _plan(s, {"kind": "scale_out"})
+        assert len(doc["plan"]["new_shards"]) == 2
+        ids = doc["migrations"]
+        targets: set[str] = set()
+
+        def two_at_once() -> bool:
+            running = [m for m in s.request("GET", "/v1/migrations")[1]["migrations"]
+                       if m["id"] in set(ids) and m["state"] == "RUNNING"]
+            if len({m["to_shard"] for m in running}) == 2:
+                targets.update(m["to_shard"] for m in running)
+                return True
+            return False
+
+        wait_until(two_at_once, timeout=60, interval=0.02,
+                   what="migrations to both new shards running at once")
+        assert _wait_plan(s, ids) and set(_states(s, ids).values()) == {"DONE"}
+        owners = _slot_owners(s)
+        assert len(owners) == 4 and sorted(owners.values()) == [4096] * 4
+        assert targets == set(owners) - before
+    finally:
+        work.stop_and_verify(s)
+    # the new shards have no replica: they still give their slots away (only a target
+    # must have in-sync replicas, and min_replicas_to_ack is 0 until they are gone)
+    for new in sorted(set(_slot_owners(s)) - before):
+        doc = _plan(s, {"kind": "scale_in", "shard": new})
+        _wait_plan(s, doc["migrations"])
+        wait_until(lambda new=new: new not in _slot_owners(s), timeout=60,
+                   what="the shard dissolved")
+    status, doc = _write(s, "PATCH", "/v1/settings", {"replicas": 1, "min_replicas_to_ack": 1})
+    assert status == 200, doc
