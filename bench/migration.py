@@ -22,6 +22,7 @@ owners: lost or stale values (target 0).
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -79,7 +80,10 @@ def load(stack: Stack, keys: list[bytes]) -> None:
 def read_all(stack: Stack, keys: list[bytes]) -> list[bytes | None]:
     import redis
 
+    import redis.cluster
+
     out: list[bytes | None] = [None] * len(keys)
+    redirected: list[int] = []  # a node whose view is a step behind (CLUSTER SLOTS) said MOVED
     for port, idx in _by_port(stack, keys).items():
         r = redis.Redis(host="127.0.0.1", port=port)
         for i in range(0, len(idx), 5000):
@@ -87,9 +91,21 @@ def read_all(stack: Stack, keys: list[bytes]) -> list[bytes | None]:
             pipe = r.pipeline(transaction=False)
             for j in chunk:
                 pipe.get(keys[j])
-            for j, v in zip(chunk, pipe.execute(), strict=True):
-                out[j] = v
+            for j, v in zip(chunk, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(v, redis.exceptions.MovedError):
+                    redirected.append(j)
+                elif isinstance(v, Exception):
+                    raise v
+                else:
+                    out[j] = v
         r.close()
+    if redirected:
+        rc = redis.cluster.RedisCluster(host="127.0.0.1", port=stack.port(0))
+        try:
+            for j in redirected:
+                out[j] = rc.get(keys[j])
+        finally:
+            rc.close()
     return out
 
 
@@ -238,6 +254,9 @@ def run(ctx: Context) -> list[Row]:
     except Exception as exc:
         rows.append(Row("scale out / scale in", None, None, error=str(exc)[:300]))
     finally:
-        stack.stop()
+        keep = bool(os.environ.get("SKBENCH_KEEP"))
+        stack.stop(keep_logs=keep)
+        if keep:
+            ctx.say(f"logs kept in {stack.dir}")
     return rows
 

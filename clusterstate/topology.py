@@ -357,7 +357,7 @@ def _owners(records: Iterable[ShardRecord]) -> list[str | None]:
     for s in records:
         for start, end in s.slots:
             segment = owners[start : end + 1]
-            if any(o is not None for o in segment):
+            if segment.count(None) != len(segment):  # (C speed: this runs on every view)
                 offset, other = next((i, o) for i, o in enumerate(segment) if o is not None)
                 slot = start + offset
                 if other == s.id:

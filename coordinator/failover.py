@@ -26,6 +26,7 @@ from clusterstate.topology import Health, NodeState, Role
 
 from .actions import Failover, ManualFailover, NodeWrite, Proposal, ShardWrite, Writes
 from .intents import Intent, short
+from .migrations import committing
 from .placement import replica_id_for
 from .policy import Policy
 from .replication import failover_candidates, observed_health, primary_lost
@@ -82,11 +83,16 @@ def promotion(
 
 def plan_failover(view: ClusterView, settings: Settings, now: float, policy: Policy) -> Proposal:
     out = Proposal()
+    moving = committing(view)
     for shard_id, entry in view.shards.items():
         reason = primary_lost(view, shard_id)
         if reason is None:
             continue
         lost = short(entry.record.primary)
+        if shard_id in moving:
+            out.notes.append(f"shard {short(shard_id)} lost its primary {lost} ({reason}): "
+                             "failover waits for a copied migration's commit")
+            continue
         if settings.pause:
             out.notes.append(f"paused: shard {short(shard_id)} lost its primary {lost} ({reason})")
             continue

@@ -249,6 +249,18 @@ def _unchanged(view: ClusterView, shard_id: str, record: ShardRecord | None = No
     return ShardWrite(record or entry.record, entry.handoff, entry.primary_since)
 
 
+def committing(view: ClusterView) -> set[str]:
+    """Shards touched by a running migration whose copy is recorded as done. The
+    move is rolled forward (the source may have handed the slots off, so the
+    target may have taken writes): a failover or leadership transfer of these
+    shards waits for the commit, so that a promoted source never serves them."""
+    out: set[str] = set()
+    for m in view.topology.migrations:
+        if m.state is MigrationState.RUNNING and copied(view.migrations.get(m.id, {})):
+            out.update((m.from_shard, m.to_shard))
+    return out
+
+
 def _paused(view: ClusterView) -> set[str]:
     """Shards in failover or in a leadership transfer: their migrations wait."""
     return {sid for sid, e in view.shards.items() if e.handoff is not None or sid not in view.leases}
@@ -339,22 +351,10 @@ def plan_migrations(
             continue
         if m.state is not MigrationState.RUNNING:
             continue
-        if m.from_shard in paused or m.to_shard in paused:
-            out.notes.append(f"migration {m.id[:8]} waits: a shard it touches is in failover")
-            continue
-        moved = _leases_moved(view, m, doc)
-        if moved:
-            # a shard failed over (or its primary restarted) since the copy began: the
-            # source may have taken writes without its marks, the target may hold a
-            # partial copy; copy again (the retry starts clean)
-            out.actions.append(FailMigration(
-                why=f"migration {m.id[:8]} restarts: {moved} since it began",
-                migration=m.id, state=MigrationState.FAILED,
-                fields=(("failed_ms", now_ms), ("error", moved), ("attempts", 0)),
-                writes=Writes(shards=(_unchanged(view, m.to_shard),)),
-            ))
-            continue
         if copied(doc):
+            # rolled forward whatever happened since: the target's sidecar wrote
+            # "done" only while both leases were the starting ones, and the source
+            # may have handed the slots off since (the target took writes)
             try:
                 src, dst = commit(shards, m)
             except ValueError as exc:
@@ -372,7 +372,23 @@ def plan_migrations(
                 writes=Writes(shards=(_unchanged(view, src.id, src),
                                       _unchanged(view, dst.id, dst))),
             ))
-        elif doc.get("copy_state") == "failed":
+            continue
+        if m.from_shard in paused or m.to_shard in paused:
+            out.notes.append(f"migration {m.id[:8]} waits: a shard it touches is in failover")
+            continue
+        moved = _leases_moved(view, m, doc)
+        if moved:
+            # a shard failed over (or its primary restarted) since the copy began: the
+            # source may have taken writes without its marks, the target may hold a
+            # partial copy; copy again (the retry starts clean)
+            out.actions.append(FailMigration(
+                why=f"migration {m.id[:8]} restarts: {moved} since it began",
+                migration=m.id, state=MigrationState.FAILED,
+                fields=(("failed_ms", now_ms), ("error", moved), ("attempts", 0)),
+                writes=Writes(shards=(_unchanged(view, m.to_shard),)),
+            ))
+            continue
+        if doc.get("copy_state") == "failed":
             out.actions.append(FailMigration(
                 why=f"migration {m.id[:8]} failed: {doc.get('error') or 'copy failed'}; its "
                 f"slots stay with shard {m.from_shard[:8]}",

@@ -47,6 +47,7 @@ from .actions import (
 from .failover import manual_failover
 from .intents import Intent, IntentKind, IntentState, Refusal, short
 from .manual import refusal
+from .migrations import committing
 from .policy import Policy
 from .replication import (
     failover_candidates,
@@ -91,6 +92,9 @@ def _pending(
     refused = refusal(view, intent)
     if refused is not None:
         out.actions.append(_fail(intent, now, refused))
+        return
+    if intent.shard in committing(view):
+        out.notes.append(f"{intent.subject}: waits for a copied migration's commit")
         return
     if primary_lost(view, intent.shard) is not None:
         target = intent.target or next(iter(failover_candidates(view, intent.shard, settings)), "")

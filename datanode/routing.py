@@ -8,7 +8,7 @@ Mirrors Redis's ``getNodeByQuery`` (PROTOCOL.md §3.2) on an immutable
 from __future__ import annotations
 
 from binascii import crc_hqx
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from clusterstate.slots import key_slot
@@ -43,6 +43,8 @@ def route(
     migrating: Mapping[int, str],
     importing: Mapping[int, str],
     exists: Any,
+    handed: Mapping[int, bytes] = {},  # noqa: B006 - read only
+    adopted: Container[int] = frozenset(),
 ) -> bytes | None:
     keys = spec.keys(argv)
     if not keys:
@@ -62,6 +64,9 @@ def route(
         target = migrating.get(slot)
         if target is None:
             return None
+        moved = handed.get(slot)
+        if moved is not None:
+            return moved  # copied and handed off: the target serves it already
         # Being copied to another shard: reads are served while all keys are here,
         # writes wait for the new owner (the copy must not change under the transfer).
         if spec.write:
@@ -73,6 +78,8 @@ def route(
             addr = view.addr_of(target)
             return b"-ASK %d %s\r\n" % (slot, addr) if addr else TRYAGAIN_MULTIKEY
         return TRYAGAIN_MULTIKEY
+    if slot in adopted and view.is_primary:
+        return None  # handed off to this node: its own until the topology says so
     if slot in importing and (asking or "asking" in spec.flags):
         if len(keys) > 1 and not all(exists(k) for k in keys):
             return TRYAGAIN_MULTIKEY

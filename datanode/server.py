@@ -92,6 +92,8 @@ class DataNode:
         # Open slots (slot -> peer node id): being copied away from / into this node.
         self.migrating: dict[int, str] = {}
         self.importing: dict[int, str] = {}
+        self.handed: dict[int, bytes] = {}  # slot -> its MOVED reply (SLOTKEEPER HANDOFF)
+        self.adopted: set[int] = set()  # imported slots handed off to this node (IMPORT-HANDOFF)
         # Per slot: True when a keyed command may skip routing (mine, primary, not open).
         self.fast_slots: list[bool] | None = None
         self.fast_crc: list[bool] | None = None  # fast_slots by raw CRC16 (see update_gates)
@@ -259,7 +261,7 @@ class DataNode:
         if self.cluster_mode and spec.keyed:
             refusal = route(
                 self.view, spec, argv, conn.asking, conn.readonly,
-                self.migrating, self.importing, self.ks.exists,
+                self.migrating, self.importing, self.ks.exists, self.handed, self.adopted,
             )
             conn.asking = False
             if refusal is not None:
@@ -290,7 +292,7 @@ class DataNode:
         if self.cluster_mode and spec.keyed:
             return route(
                 self.view, spec, argv, conn.asking, conn.readonly,
-                self.migrating, self.importing, self.ks.exists,
+                self.migrating, self.importing, self.ks.exists, self.handed, self.adopted,
             )
         return None
 
@@ -332,9 +334,11 @@ class DataNode:
         for slot in list(self.migrating):
             if slot not in here_set:
                 del self.migrating[slot]  # moved away: the export is over
+                self.handed.pop(slot, None)
         for slot in list(self.importing):
             if slot in here_set:
                 del self.importing[slot]  # now ours: the import is over
+                self.adopted.discard(slot)
         self.update_gates()
         log.info(
             "topology epoch %d applied (%s, %d slots here)",

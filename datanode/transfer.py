@@ -26,17 +26,23 @@ On the **target**:
     every imported entry is replicated as ``RESTORE key <abs-ms|0> <payload>
     REPLACE ABSTTL`` and every key the import deletes (clean start, cancel,
     failure) as ``DEL``, so the target's replicas hold exactly what it holds.
-``SLOTKEEPER IMPORT-STATUS [<ranges>]``
+``SLOTKEEPER IMPORT-STATUS [<ranges>] [WAIT ms]``
     The latest import (or the latest one touching ``ranges``) as a map (RESP2: flat
     array): ``state`` (running|done|failed|cancelled|none), ``source``, ``slots``,
     ``keys`` (applied), ``bytes`` (stream payload received), ``skipped`` (expired
-    in flight), ``elapsed_ms``, ``error``.
+    in flight), ``elapsed_ms``, ``error``. With ``WAIT ms`` a running import
+    answers when it ends, or after ``ms`` (the connection blocks meanwhile).
 ``SLOTKEEPER IMPORT-CANCEL [<ranges>]``
     Cancels every open import (or those touching ``ranges``): a running one, or a
     finished one whose slots are still importing. Stops the pull, clears the
     importing marks, drops the imported keys in the background and tells the source
     ``MIGRATE-ABORT`` (best effort; closing the pull connection mid-stream already
     makes it resume writes). Answers the number of imports cancelled.
+``SLOTKEEPER IMPORT-HANDOFF <ranges>``
+    The copy of these slots is complete and recorded: serve them as this node's
+    own (without ``ASKING``) until a topology makes them so. Each must have a
+    completed import whose mark is still set; a new import or a cancel ends it.
+    Answers the number of slots newly taken over.
 ``SLOTKEEPER IMPORTING``
     The importing marks: map slot → source node id.
 
@@ -67,6 +73,19 @@ On the **source**:
     topology moves them away (``set_topology`` clears the mark and drops the keys
     in the background) or ``MIGRATE-ABORT``. Re-sending ``EXPORT`` for the same
     target supersedes a running export of those slots (a retry by the target).
+``SLOTKEEPER HANDOFF <ranges> <target-node-id>``
+    Sent by the target's sidecar once the copy is complete *and recorded in etcd*
+    (``copy_state: done``; from then on the coordinator only commits the move),
+    after ``IMPORT-HANDOFF`` on the target. Every slot must be migrating to the
+    target with its export finished. Keyed commands on them then answer
+    ``-MOVED <slot> <target>`` (reads too: the target may hold newer values), so
+    writes resume on the target before the new topology reaches anyone. (MOVED,
+    not ASK: redis-py follows ASK only to a node it already knows, and a new
+    shard's primary is in no client's map yet.) The handoff ends
+    with the mark: when a topology moves the slots away (``MOVED`` from then on) or
+    on ``MIGRATE-ABORT``; a newer view that shows no migration of a handed-off slot
+    does not end it (the target may have taken writes). A handed-off slot refuses a
+    new ``EXPORT``. Answers the number of slots newly handed off.
 ``SLOTKEEPER MIGRATE-ABORT <ranges> [<target-node-id>]``
     Clears the migrating marks of those slots (only those migrating to
     ``target-node-id`` if given) and stops an export of them still streaming.
@@ -82,11 +101,14 @@ On the **source**:
 ``0-10,20``.
 
 Order of a move (what the sidecar/coordinator does): ``IMPORT`` on the target,
-poll ``IMPORT-STATUS`` until ``done``, commit the new owner (epoch + 1), apply the
-new topology on the **target first**, then on the source. (The other order makes
-the source answer MOVED to a target that still answers MOVED back until it gets
-the topology.) Writes to the slot are refused from ``EXPORT`` until the source
-applies the new topology.
+``IMPORT-STATUS … WAIT`` until ``done``, record the copy as done (etcd),
+``IMPORT-HANDOFF`` on the target then ``HANDOFF`` on the source (writes resume on
+the target), commit the new owner
+(epoch + 1), apply the new topology on the **target first**, then on the source.
+(The other order makes the source answer MOVED to a target that still answers
+MOVED back until it gets the topology.) Writes to the slot are refused from
+``EXPORT`` until the handoff, or without one until the source applies the new
+topology.
 """
 
 from __future__ import annotations
@@ -232,6 +254,7 @@ class Import:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     task: asyncio.Task[None] | None = None
+    waiters: list[list[Any]] = field(default_factory=list)  # IMPORT-STATUS … WAIT
 
     def same_as(self, host: str, port: int, source: str, slots: tuple[int, ...]) -> bool:
         return (self.host, self.port, self.source, self.slots) == (host, port, source, slots)
@@ -308,6 +331,11 @@ class SlotTransfers:
             owner = view.owner[s]
             if owner is None or owner.id != mine:
                 raise CommandError(f"ERR slot {s} is not served by this node's shard")
+            if s in server.handed:
+                raise CommandError(
+                    f"ERR slot {s} was handed off to {server.migrating.get(s)}: it waits for the "
+                    "topology that moves it (SLOTKEEPER MIGRATE-ABORT to take it back)"
+                )
             peer = server.migrating.get(s)
             if peer is not None and peer != target and not (
                 epoch > self.mark_epochs.get(s, 0) and s in running_to(view.topology, target)
@@ -344,6 +372,13 @@ class SlotTransfers:
             e = self.mark_epochs.get(s, 0)
             if not e or topology.epoch <= e:
                 continue
+            if s in server.handed:
+                # the target took writes since the handoff: only the view that moves
+                # the slot away (or an explicit MIGRATE-ABORT) ends it
+                if s not in running_to(topology, target):
+                    log.warning("slot %d was handed off to %s but the view of epoch %d runs "
+                                "no migration of it: still handed off", s, target, topology.epoch)
+                continue
             if target not in allowed:
                 allowed[target] = running_to(topology, target)
             if s not in allowed[target]:
@@ -376,12 +411,58 @@ class SlotTransfers:
             if ex is not None:
                 self._stop_export(ex, b"aborted by SLOTKEEPER MIGRATE-ABORT")
             server.migrating.pop(s, None)
+            server.handed.pop(s, None)
             self.mark_epochs.pop(s, None)
         server.update_gates()
         if unmarked:
             log.info("migration of %d slot(s) in %s aborted: writes resume", unmarked,
                      format_slots(slots))
         return unmarked
+
+    def handoff(self, slots: tuple[int, ...], target: str) -> int:
+        """HANDOFF: the copy of these slots is complete on ``target`` and recorded as
+        such (the target's sidecar wrote ``copy_state: done``, after which the
+        coordinator only ever commits the move) and the target took them over
+        (IMPORT-HANDOFF): every keyed command on them now answers ``-MOVED`` to the
+        target, so writes resume there before the new topology arrives. Each slot
+        must be migrating to ``target`` with its export finished."""
+        server = self.server
+        view = server.view
+        if view is None or view.topology is None:
+            raise CommandError("ERR this node has no cluster topology")
+        addr = view.addr_of(target)
+        if addr is None:
+            raise CommandError(f"ERR node {target} is not in this node's topology")
+        for s in slots:
+            if server.migrating.get(s) != target:
+                raise CommandError(f"ERR slot {s} is not migrating to {target}")
+            if s in self.exports:
+                raise CommandError(f"ERR slot {s} is still being copied to {target}")
+        fresh = [s for s in slots if s not in server.handed]
+        for s in slots:
+            server.handed[s] = b"-MOVED %d %s\r\n" % (s, addr)
+        if fresh:
+            log.info("slots %s handed off to %s: MOVED there from now on",
+                     format_slots(fresh), target)
+        return len(fresh)
+
+    def adopt(self, slots: tuple[int, ...]) -> int:
+        """IMPORT-HANDOFF (target side, before HANDOFF on the source): serve these
+        imported slots as this node's own until the topology makes them so. Each
+        must have been imported completely (the import done, the mark still set)."""
+        server = self.server
+        if server.view is None or not server.view.is_primary:
+            raise CommandError("ERR only a primary can take imported slots over")
+        for s in slots:
+            im = next((i for i in reversed(self.imports) if s in i.slot_set), None)
+            if im is None or im.state != DONE or server.importing.get(s) != im.source:
+                raise CommandError(f"ERR slot {s} has no completed import on this node")
+        fresh = [s for s in slots if s not in server.adopted]
+        server.adopted.update(slots)
+        if fresh:
+            log.info("imported slots %s taken over: served here until the new topology",
+                     format_slots(fresh))
+        return len(fresh)
 
     def _stop_export(self, ex: Export, why: bytes, keep: Set[int] = frozenset()) -> None:
         """Stop a running export: its slots not in ``keep`` are unmarked, its stream
@@ -529,6 +610,7 @@ class SlotTransfers:
             self.imports.remove(old)  # finished and superseded: the new one owns the marks
         for s in slots:
             server.importing[s] = source
+            server.adopted.discard(s)
         server.update_gates()
         _cancel_pending_drops(server, slots)
         self.imports.append(im)
@@ -537,11 +619,37 @@ class SlotTransfers:
         im.task = asyncio.get_running_loop().create_task(self._import(im))
         return True
 
-    def status(self, slots: tuple[int, ...] | None) -> list[tuple[bytes, bytes | int]]:
+    def find(self, slots: tuple[int, ...] | None) -> Import | None:
+        """The latest import (touching ``slots`` if given)."""
         for im in reversed(self.imports):
             if slots is None or not im.slot_set.isdisjoint(slots):
-                return im.status()
-        return NO_IMPORT_STATUS
+                return im
+        return None
+
+    def status(self, slots: tuple[int, ...] | None) -> list[tuple[bytes, bytes | int]]:
+        im = self.find(slots)
+        return im.status() if im is not None else NO_IMPORT_STATUS
+
+    def wait_end(self, conn: Connection, im: Import, wait_ms: int,
+                 encode: Callable[[list[tuple[bytes, bytes | int]]], bytes]) -> bytes:
+        """Block ``conn`` until ``im`` ends or ``wait_ms`` pass; then its status."""
+        waiter: list[Any] = []
+
+        def answer() -> None:
+            if waiter in im.waiters:
+                im.waiters.remove(waiter)
+            waiter[0].cancel()
+            conn.unblock(encode(im.status()))
+
+        waiter.extend((asyncio.get_running_loop().call_later(wait_ms / 1000, answer), answer))
+        im.waiters.append(waiter)
+        return conn.block()
+
+    @staticmethod
+    def _ended(im: Import) -> None:
+        """Answer the IMPORT-STATUS … WAIT callers of an import that just ended."""
+        for waiter in list(im.waiters):
+            waiter[1]()
 
     def cancel_imports(self, slots: tuple[int, ...] | None) -> int:
         """IMPORT-CANCEL: stop open imports (touching ``slots`` if given)."""
@@ -569,10 +677,12 @@ class SlotTransfers:
         im.state = state
         im.error = why if state == FAILED else ""
         im.finished = time.monotonic()
+        self._ended(im)
         server = self.server
         released = [s for s in im.slots if server.importing.get(s) == im.source]
         for s in released:
             del server.importing[s]
+            server.adopted.discard(s)
         if released:
             server.update_gates()
         held = [s for s in released if server.ks.slots[s]]
@@ -679,6 +789,7 @@ class SlotTransfers:
             await self._pull(im, reader)
             im.state = DONE
             im.finished = time.monotonic()
+            self._ended(im)
             log.info("imported %d keys (%d bytes, %d expired in flight) of slots %s from %s "
                      "in %d ms", im.keys, im.nbytes, im.skipped, format_slots(im.slots),
                      im.source, im.elapsed_ms())

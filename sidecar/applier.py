@@ -557,7 +557,7 @@ class Applier:
                 continue
             run = MigrationRun(job, datanode=self.datanode, store=self.store, keys=self.keys,
                                node_id=self.node_id, on_progress=self._on_progress,
-                               clock=self.clock)
+                               clock=self.clock, records=lambda: self.records)
             self.runs[mid] = (run, asyncio.create_task(run.run(), name=f"migration-{mid}"))
 
     def _on_progress(self, migration_id: str, doc: dict[str, Any]) -> None:

@@ -3,9 +3,10 @@
 :func:`migrations_to_run` (pure) picks them from the applied view: state
 ``RUNNING``, ``to_shard`` is this node's shard, this node is its primary and
 holds the slot lease. For each one a :class:`MigrationRun` has the data node pull
-the slots from the source primary (``SLOTKEEPER IMPORT``), polls
-``IMPORT-STATUS``, and writes progress into ``migrations/<id>`` with
-compare-and-set, keeping every field the coordinator wrote:
+the slots from the source primary (``SLOTKEEPER IMPORT``), waits on
+``IMPORT-STATUS … WAIT`` (answered at the end of the copy, or every 0.5 s for
+progress), and writes progress into ``migrations/<id>`` with compare-and-set,
+keeping every field the coordinator wrote:
 
     keys_moved, bytes_moved, error           (DESIGN §1)
     copy_state: running | done | failed      (the target's verdict)
@@ -13,7 +14,13 @@ compare-and-set, keeping every field the coordinator wrote:
 
 The sidecar never touches ``state``: it is part of the served view, which may
 only change with an epoch bump. On ``copy_state: done`` the coordinator commits
-the new owner (shards + epoch); on ``failed`` it retries later. A migration that
+the new owner (shards + epoch); on ``failed`` it retries later. ``done`` is
+written only while both shards' slot leases are those recorded at the start (a
+compare in the same transaction); once it is written the coordinator rolls the
+move forward whatever happens, so the sidecar then has the source **hand the
+slots off**: this data node serves them (``SLOTKEEPER IMPORT-HANDOFF``), then the
+source's answers MOVED to this node (``SLOTKEEPER HANDOFF``), and writes resume
+here without waiting for the new topology. A migration that
 leaves ``RUNNING`` (or disappears) while the import runs is cancelled on the data
 node (``IMPORT-CANCEL``).
 """
@@ -43,11 +50,13 @@ from dcs.errors import StoreError
 from dcs.port import Compare, Put, Store
 
 from .admin import AdminConnection, AdminError, Datanode, DatanodeUnavailable, plain
+from .watcher import Records
 
 log = logging.getLogger(__name__)
 
-POLL = 0.005  # seconds between IMPORT-STATUS polls (the copy's end starts the commit)
+STATUS_WAIT = 0.5  # IMPORT-STATUS … WAIT: the data node answers at the end, or after this
 PROGRESS_EVERY = 0.5  # seconds between progress writes while running
+HANDOFF_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +118,7 @@ class MigrationRun:
         node_id: str,
         on_progress: Callable[[str, dict[str, Any]], None],
         clock: Callable[[], float] = time.monotonic,
+        records: Callable[[], Records | None] = lambda: None,
     ) -> None:
         self.job = job
         self.datanode = datanode
@@ -117,12 +127,17 @@ class MigrationRun:
         self.node_id = node_id
         self.on_progress = on_progress
         self.clock = clock
+        self.records = records  # the watcher's latest records (saves etcd reads)
         self.finished = False
         self.last: dict[str, Any] = {}
 
     async def run(self) -> None:
         m, src = self.job.migration, self.job.source
         ranges = list(m.slots)
+        # IMPORT-STATUS … WAIT blocks: on a connection of its own, so the write
+        # permit's renewals never queue behind it
+        waiter = AdminConnection(self.datanode.conn.host, self.datanode.conn.port,
+                                 timeout=STATUS_WAIT + 5)
         try:
             status = await self.datanode.import_status(ranges)
             if status.get("state") != "running" and not (
@@ -137,7 +152,7 @@ class MigrationRun:
                          status.get("state"))
             last_write = -1e9
             while True:
-                status = await self.datanode.import_status(ranges)
+                status = await self._wait_status(waiter, ranges)
                 state = status.get("state")
                 done = state in ("done", "failed", "cancelled")
                 if state == "done":
@@ -145,16 +160,18 @@ class MigrationRun:
                     if lagging:
                         log.warning("migration %s: %s", m.id, lagging)
                         status = {**status, "state": "failed", "error": lagging}
+                recorded = False
                 if done or self.clock() - last_write >= PROGRESS_EVERY:
-                    await self._write_progress(status)
+                    recorded = await self._write_progress(status)
                     last_write = self.clock()
                 if done:
                     self.finished = True
-                    log.info("migration %s: import %s: %s keys, %s bytes%s", m.id, state,
-                             status.get("keys"), status.get("bytes"),
+                    log.info("migration %s: import %s: %s keys, %s bytes%s", m.id,
+                             status.get("state"), status.get("keys"), status.get("bytes"),
                              f" ({status.get('error')})" if status.get("error") else "")
+                    if recorded and status.get("state") == "done":
+                        await self._handoff(ranges)
                     return
-                await asyncio.sleep(POLL)
         except asyncio.CancelledError:
             if not self.finished:
                 await self._cancel(ranges)
@@ -163,6 +180,39 @@ class MigrationRun:
             log.warning("migration %s: import failed to run: %s", m.id, exc)
             await self._write_progress({"state": "failed", "error": str(exc)})
             self.finished = True
+        finally:
+            waiter.close()
+
+    async def _wait_status(self, waiter: AdminConnection, ranges: list[tuple[int, int]]
+                           ) -> dict[str, Any]:
+        """The import's status once it ends, or after STATUS_WAIT (progress)."""
+        if not waiter.connected:
+            await waiter.connect()
+        reply = plain(await waiter.call("SLOTKEEPER", "IMPORT-STATUS", _fmt(ranges),
+                                        "WAIT", int(STATUS_WAIT * 1000)))
+        if not isinstance(reply, dict):
+            raise AdminError(f"unexpected IMPORT-STATUS reply {reply!r}")
+        return reply
+
+    async def _handoff(self, ranges: list[tuple[int, int]]) -> None:
+        """The copy is recorded as done, so the coordinator will only commit it: take
+        the slots over here, then have the source hand them off (MOVED to this node)
+        so writes resume here before the new topology. Best effort: without it,
+        writes wait for the topology."""
+        src = self.job.source
+        conn = AdminConnection(src.addr, src.admin_port, timeout=HANDOFF_TIMEOUT)
+        try:
+            # this node serves the slots first, so the source's MOVED never bounces
+            await self.datanode.conn.call("SLOTKEEPER", "IMPORT-HANDOFF", _fmt(ranges))
+            await conn.connect()
+            n = await conn.call("SLOTKEEPER", "HANDOFF", _fmt(ranges), self.node_id)
+            log.info("migration %s: the source handed %s slot(s) off: writes resume here",
+                     self.job.id, n)
+        except (AdminError, DatanodeUnavailable, OSError, TimeoutError) as exc:
+            log.info("migration %s: no handoff by the source (%s): writes wait for the "
+                     "new topology", self.job.id, exc)
+        finally:
+            conn.close()
 
     async def _replicated(self) -> str:
         """With ``min_replicas_to_ack`` ≥ 1, the copy counts only once that many
@@ -170,6 +220,9 @@ class MigrationRun:
         write permit's renewals never queue behind it): a failover of the
         target right after the commit must not lose the slots' keys. "" when
         acknowledged (or not asked for), else why not."""
+        rec = self.records()
+        if rec is not None and rec.settings.min_replicas_to_ack < 1:
+            return ""  # the settings ask for none (the data node follows them)
         raw = plain(await self.datanode.conn.call("SLOTKEEPER", "REPLICATION"))
         if not isinstance(raw, Mapping):
             return ""
@@ -200,24 +253,55 @@ class MigrationRun:
         except (AdminError, DatanodeUnavailable) as exc:
             log.warning("migration %s: cancel failed: %s", self.job.id, exc)
 
-    async def _write_progress(self, status: Mapping[str, Any]) -> None:
-        """Merge the progress into migrations/<id> (compare-and-set, a few tries)."""
+    async def _write_progress(self, status: Mapping[str, Any]) -> bool:
+        """Merge the progress into migrations/<id> (compare-and-set, a few tries);
+        True once written. ``copy_state: done`` is written only while both shards'
+        slot leases are the ones recorded when the migration started: once it is
+        written the coordinator commits the move whatever happens next (the source
+        may hand the slots off), so a failover since the start must fail it instead."""
         key = self.keys.migration(self.job.id)
+        rec = self.records()
+        known = rec.migration(self.keys, self.job.id) if rec is not None else None
         for _ in range(5):
             try:
-                kv = await self.store.get(key)
+                # first from the watcher's copy (usually current: the copy is short),
+                # then, after a lost compare-and-set, from etcd
+                kv, known = known or await self.store.get(key), None
                 if kv is None:
-                    return  # the coordinator dropped the migration
+                    return False  # the coordinator dropped the migration
                 current = orjson.loads(kv.value)
                 doc = progress_document(current, status, self.node_id, int(time.time() * 1000))
+                compares = [Compare.mod_revision(key, kv.mod_revision)]
+                if doc["copy_state"] == "done":
+                    compares += self._lease_compares(current)
                 self.last = doc
-                self.on_progress(self.job.id, doc)
-                if await self.store.cas([Compare.mod_revision(key, kv.mod_revision)],
-                                        [Put(key, orjson.dumps(doc))]):
-                    return
+                if await self.store.cas(compares, [Put(key, orjson.dumps(doc))]):
+                    self.on_progress(self.job.id, doc)
+                    return True
+                if len(compares) > 1:
+                    moved = await self._leases_moved(current)
+                    if moved:
+                        status = {**status, "state": "failed", "error": moved}
             except (StoreError, orjson.JSONDecodeError) as exc:
                 log.warning("migration %s: progress not written: %s", self.job.id, exc)
-                return
+                return False
+        return False
+
+    def _lease_compares(self, current: Mapping[str, Any]) -> list[Compare]:
+        leases = current.get("leases")
+        if not isinstance(leases, Mapping):
+            return []
+        return [Compare.create_revision(self.keys.lease(sid), int(rev))
+                for sid, rev in leases.items() if int(rev or 0) > 0]
+
+    async def _leases_moved(self, current: Mapping[str, Any]) -> str:
+        """Why the copy may not count ("" if it may): a shard's slot lease was
+        re-created since the migration started."""
+        for c in self._lease_compares(current):
+            kv = await self.store.get(c.key)
+            if kv is None or kv.create_revision != c.operand:
+                return "a shard changed primary during the copy: not committed"
+        return ""
 
 
 def _fmt(ranges: list[tuple[int, int]]) -> str:

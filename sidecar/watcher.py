@@ -90,6 +90,7 @@ class RecordsBuilder:
         self.keys = keys
         self.current = Records()
         self._values: dict[str, KeyValue] = {}
+        self._changed_statuses: set[str] = set()  # status keys of the batch being applied
 
     def load(self, snapshot: Snapshot) -> tuple[Records, set[KeyKind]]:
         self._values = {}
@@ -101,11 +102,14 @@ class RecordsBuilder:
 
     def apply(self, batch: WatchBatch) -> tuple[Records, set[KeyKind]]:
         changed: set[KeyKind] = set()
+        self._changed_statuses = set()
         for ev in batch.events:
             parsed = self.keys.parse(ev.key)
             if parsed is None or parsed.kind not in _KEPT:
                 continue
             changed.add(parsed.kind)
+            if parsed.kind is KeyKind.STATUS:
+                self._changed_statuses.add(ev.key)
             if ev.value is None:
                 self._values.pop(ev.key, None)
             else:
@@ -120,7 +124,10 @@ class RecordsBuilder:
         keys, cur = self.keys, self.current
         values = MappingProxyType(dict(self._values))
         view, view_error = cur.view, cur.view_error
-        if full or changed & _SERVED:
+        # The served view changes only with an epoch bump (the coordinator writes the
+        # epoch in the same transaction): a batch that leaves the epoch alone (a
+        # migration's progress, a leadership transfer's field) cannot change it.
+        if full or KeyKind.EPOCH in changed or (changed & _SERVED and view is None):
             # In key order, as a fresh load reads them: the same records always give
             # the same view (the data node compares views at one epoch for equality).
             served = {k: kv.value for k, kv in sorted(self._values.items())
@@ -152,10 +159,15 @@ class RecordsBuilder:
                           revision, exc)
         statuses = cur.statuses
         if full or KeyKind.STATUS in changed:
-            parsed_statuses: dict[str, Status] = {}
-            for key, kv in self._values.items():
+            # only the statuses this batch wrote are parsed again
+            parsed_statuses: dict[str, Status] = {} if full else dict(cur.statuses)
+            for key in (self._values if full else self._changed_statuses):
                 p = keys.parse(key)
                 if p is None or p.kind is not KeyKind.STATUS:
+                    continue
+                kv = self._values.get(key)
+                parsed_statuses.pop(p.id, None)
+                if kv is None:
                     continue
                 try:
                     parsed_statuses[p.id] = Status.from_json(kv.value)

@@ -104,13 +104,37 @@ def test_planner_starts_commits_and_fails():
 
 
 def test_a_failover_pauses_only_the_migrations_touching_the_shard():
-    from coordinator.migrations import CommitMigration
+    from coordinator.migrations import CommitMigration, FailMigration
 
-    c = _cluster_with(_doc("m1", "RUNNING", 8192, 8199, copy_state="done"))
+    c = _cluster_with(_doc("m1", "RUNNING", 8192, 8199, copy_state="running"))
     c.drop_lease(2)
     p = c.plan()
-    assert not [a for a in p.actions if isinstance(a, CommitMigration)]
+    assert not [a for a in p.actions if isinstance(a, (CommitMigration, FailMigration))]
     assert any("m1 waits" in n for n in p.notes), p.notes
+
+
+def test_a_copied_migration_rolls_forward_and_the_failover_waits_for_its_commit():
+    """Once the copy is recorded done the source may have handed the slots off
+    (the target took writes): the move is committed even though the source lost
+    its primary, and the failover of the source (or of the target) waits for
+    that commit so that a promoted primary never serves the slots."""
+    from coordinator.actions import Failover
+    from coordinator.migrations import CommitMigration, committing
+    from tests.test_planner import S, lose_primary
+
+    for lost in (1, 2):  # the target's shard, then the source's
+        c = _cluster_with(_doc("m1", "RUNNING", 8192, 8199, copy_state="done"))
+        lose_primary(c, lost, 10 * lost)
+        p = c.plan()
+        (commit_,) = [a for a in p.actions if isinstance(a, CommitMigration)]
+        assert commit_.writes.shard(S(1)).slots == ((0, 8199),)
+        assert not [a for a in p.actions if isinstance(a, Failover)]
+        assert any("waits for a copied migration's commit" in n for n in p.notes), p.notes
+        assert committing(c.view()) == {S(1), S(2)}
+    # without a migration in flight the same loss is failed over at once
+    c = _cluster_with(_doc("m1", "RUNNING", 8192, 8199, copy_state="running"))
+    assert committing(c.view()) == set()
+    assert [a for a in lose_primary(c, 2, 20).plan().actions if isinstance(a, Failover)]
 
 
 # --------------------------------------------------------------------------- retries, shard lifecycle, records
@@ -282,9 +306,10 @@ def test_a_migration_restarts_when_a_shard_failed_over_since_it_began():
     # copied with both leases as they were: committed
     c = _cluster_with(_doc("m1", "RUNNING", 8192, 8199, copy_state="done", leases=leases))
     assert [a for a in c.plan().actions if isinstance(a, CommitMigration)]
-    # the source's lease was re-created meanwhile (failover): copy again
+    # the source's lease was re-created meanwhile (failover) before the copy was
+    # recorded done: copy again
     moved = {**leases, S(2): leases[S(2)] + 1000}
-    c = _cluster_with(_doc("m1", "RUNNING", 8192, 8199, copy_state="done", leases=moved))
+    c = _cluster_with(_doc("m1", "RUNNING", 8192, 8199, copy_state="running", leases=moved))
     (fail,) = [a for a in c.plan().actions if isinstance(a, FailMigration)]
     assert "source shard" in fail.why and dict(fail.fields).get("retry", True) is not False
     assert orjson.dumps(dict(fail.fields))  # the fields are JSON

@@ -614,7 +614,12 @@ def test_records_builder_builds_views_at_revision_boundaries() -> None:
     assert fresh.view.to_json() == rec2.view.to_json()
     rec3, changed3 = b.apply(WatchBatch(12, (WatchEvent(KEYS.lease(S1), None, 12),)))
     assert changed3 == {KeyKind.LEASE} and S1 not in rec3.leases and rec3.view is rec2.view
-    rec4, _ = b.apply(WatchBatch(13, (WatchEvent(KEYS.node(ME), b"{bad", 13),)))
+    # records that change without an epoch bump (a migration's progress) cannot
+    # change the served view: it is not rebuilt
+    rec3b, _ = b.apply(WatchBatch(12, (WatchEvent(KEYS.node(ME), b"{bad", 12),)))
+    assert rec3b.view is rec2.view and not rec3b.view_error
+    rec4, _ = b.apply(WatchBatch(13, (WatchEvent(KEYS.node(ME), b"{bad", 13),
+                                      WatchEvent(KEYS.epoch, b"5", 13))))
     assert rec4.view == topo2 and rec4.view_error  # the last good view stays
     rec5, changed5 = b.apply(WatchBatch(14, (WatchEvent(KEYS.history(5), b"{}", 14),)))
     assert not changed5 and rec5.revision == 14
@@ -623,6 +628,12 @@ def test_records_builder_builds_views_at_revision_boundaries() -> None:
     shard_doc["handoff"] = {"target": P, "intent": "i1"}
     rec6, _ = b.apply(WatchBatch(15, (WatchEvent(KEYS.shard(S1), orjson.dumps(shard_doc), 15),)))
     assert rec6.handoffs == {S1: P} and rec6.view == topo2
+    # a status write parses that status again and keeps the others; a delete drops it
+    rec7, _ = b.apply(WatchBatch(16, (WatchEvent(KEYS.status(R2), Status(repl_offset=7).to_json(),
+                                                 16),)))
+    assert rec7.statuses[R2].repl_offset == 7 and rec7.statuses[P].repl_offset == 500
+    rec8, _ = b.apply(WatchBatch(17, (WatchEvent(KEYS.status(P), None, 17),)))
+    assert P not in rec8.statuses and rec8.statuses[R2].repl_offset == 7
 
 
 # =========================================================================== config

@@ -728,6 +728,89 @@ def test_redis_cluster_client_during_move(pair: Pair) -> None:
     assert pair.count(pair.b, slot) == 1000 + len(acked)
 
 
+def test_handoff_sends_writes_to_the_target_before_the_new_topology(pair: Pair) -> None:
+    """IMPORT-HANDOFF on the target then HANDOFF on the source (copy complete and
+    recorded): the source answers MOVED to the target, reads and writes, the
+    target serves the slot, and a cluster client's writes land on the target while
+    the old topology still stands; the topology then takes over."""
+    tag = tag_for(0, SPLIT - 1)
+    slot = slot_of(tag)
+    fill(pair.a, tag, 300)
+    src, dst = pair.a.client(), pair.b.client()
+    # not before the copy is complete
+    expect_error(lambda: pair.a.admin().execute_command(
+        "SLOTKEEPER", "HANDOFF", str(slot), pair.b_id), "not migrating")
+    expect_error(lambda: pair.b.admin().execute_command(
+        "SLOTKEEPER", "IMPORT-HANDOFF", str(slot)), "no completed import")
+    pair.import_(str(slot))
+    # IMPORT-STATUS … WAIT answers when the import ends (the copy is short)
+    with pair.b.admin() as adm:
+        st = as_dict(adm.execute_command("SLOTKEEPER", "IMPORT-STATUS", str(slot), "WAIT", 10000))
+    assert st["state"] == "done", st
+    expect_error(lambda: src.set(f"{{{tag}}}:k1", "x"), "being migrated")
+    expect_error(lambda: dst.get(f"{{{tag}}}:k1"), "MOVED", str(slot))  # not yet taken over
+    with pair.b.admin() as adm:
+        assert adm.execute_command("SLOTKEEPER", "IMPORT-HANDOFF", str(slot)) == 1
+    assert dst.get(f"{{{tag}}}:k1") == b"1".rjust(16, b"0")
+    with pair.a.admin() as adm:
+        assert adm.execute_command("SLOTKEEPER", "HANDOFF", str(slot), pair.b_id) == 1
+        assert adm.execute_command("SLOTKEEPER", "HANDOFF", str(slot), pair.b_id) == 0
+        expect_error(lambda: adm.execute_command("SLOTKEEPER", "EXPORT", str(slot), pair.b_id),
+                     "handed off")
+    moved = expect_error(lambda: src.set(f"{{{tag}}}:k1", "x"), "MOVED", str(slot))
+    assert f":{pair.b.port}" in moved
+    expect_error(lambda: src.get(f"{{{tag}}}:k1"), "MOVED", str(slot))
+    # a cluster client that knows only the source follows MOVED to the target
+    rc = RedisCluster(startup_nodes=[ClusterNode(LOOPBACK, pair.a.port)], socket_timeout=5)
+    try:
+        assert rc.set(f"{{{tag}}}:k1", "new")
+        assert rc.get(f"{{{tag}}}:k1") == b"new"
+        assert rc.get(f"{{{tag}}}:k2") == b"2".rjust(16, b"0")
+    finally:
+        rc.close()
+    assert dst.get(f"{{{tag}}}:k1") == b"new"
+    # the topology that moves the slot ends both marks; the source drops the keys
+    pair.apply({slot})
+    expect_error(lambda: src.get(f"{{{tag}}}:k1"), "MOVED", str(slot))
+    assert dst.get(f"{{{tag}}}:k1") == b"new"
+    assert pair.marks(pair.a, "MIGRATING") == {} and pair.marks(pair.b, "IMPORTING") == {}
+    wait_until(lambda: pair.count(pair.a, slot) == 0, timeout=10, what="source drops the slot")
+
+
+def test_migrate_abort_ends_a_handoff(pair: Pair) -> None:
+    tag = tag_for(0, SPLIT - 1)
+    slot = slot_of(tag)
+    fill(pair.a, tag, 10)
+    pair.import_(str(slot))
+    pair.wait_state("done")
+    with pair.a.admin() as adm:
+        assert adm.execute_command("SLOTKEEPER", "HANDOFF", str(slot), pair.b_id) == 1
+    expect_error(lambda: pair.a.client().set(f"{{{tag}}}:k1", "x"), "MOVED")
+    with pair.a.admin() as adm:
+        assert adm.execute_command("SLOTKEEPER", "MIGRATE-ABORT", str(slot)) == 1
+    assert pair.a.client().set(f"{{{tag}}}:k1", "x")
+
+
+def test_import_status_wait_times_out_on_a_running_import(pair: Pair) -> None:
+    """WAIT on an import that does not end in time answers its running status."""
+    tag = tag_for(0, SPLIT - 1)
+    slot = slot_of(tag)
+    fill(pair.a, tag, 10)
+    with socket.socket() as dead:  # a source that accepts and never answers
+        dead.bind((LOOPBACK, 0))
+        dead.listen(1)
+        pair.import_(str(slot), "TIMEOUT", 5000, port=dead.getsockname()[1])
+        with pair.b.admin() as adm:
+            t0 = time.monotonic()
+            st = as_dict(adm.execute_command("SLOTKEEPER", "IMPORT-STATUS", "WAIT", 300))
+            took = time.monotonic() - t0
+        assert st["state"] == "running", st
+        assert 0.25 <= took < 5, took
+        with pair.b.admin() as adm:
+            assert adm.execute_command("SLOTKEEPER", "IMPORT-CANCEL") == 1
+        assert pair.status()["state"] == "cancelled"
+
+
 # --------------------------------------------------------------------------- in-process
 #
 # One DataNode object on the test's event loop: the exporter against a fake

@@ -1,6 +1,6 @@
 """SLOTKEEPER slot-transfer subcommands (admin port only).
 
-IMPORT, IMPORT-STATUS, IMPORT-CANCEL, IMPORTING (target side); EXPORT,
+IMPORT, IMPORT-STATUS, IMPORT-HANDOFF, IMPORT-CANCEL, IMPORTING (target side); EXPORT, HANDOFF,
 MIGRATE-ABORT, MIGRATING, DROPSLOTS (source side). The protocol and its
 guarantees are described in :mod:`datanode.transfer`; these handlers only parse
 arguments and encode replies.
@@ -100,12 +100,32 @@ def import_(c: Connection, argv: list[bytes]) -> bytes:
 
 @group.subcommand("slotkeeper", "import-status", meta=_meta(-2))
 def import_status(c: Connection, argv: list[bytes]) -> bytes:
-    """IMPORT-STATUS [<ranges>]"""
+    """IMPORT-STATUS [<ranges>] [WAIT ms]: with WAIT, a running import answers
+    when it ends or after ``ms`` (so a driver learns the end at once without polling)."""
     admin_only(c)
-    if len(argv) > 3:
+    args = argv[2:]
+    wait_ms = 0
+    if len(args) >= 2 and args[-2].upper() == b"WAIT":
+        wait_ms = parse_int(args[-1])
+        if wait_ms < 0:
+            raise CommandError("ERR WAIT must not be negative")
+        args = args[:-2]
+    if len(args) > 1:
         raise CommandError(SYNTAX)
-    slots = parse_slots(argv[2]) if len(argv) == 3 else None
-    return _status_reply(c, transfers_of(c.server).status(slots))
+    slots = parse_slots(args[0]) if args else None
+    transfers = transfers_of(c.server)
+    if wait_ms and c.multi is None and not c.in_exec:
+        im = transfers.find(slots)
+        if im is not None and im.state == "running":
+            return transfers.wait_end(c, im, wait_ms, lambda pairs: _status_reply(c, pairs))
+    return _status_reply(c, transfers.status(slots))
+
+
+@group.subcommand("slotkeeper", "import-handoff", meta=_meta(3))
+def import_handoff(c: Connection, argv: list[bytes]) -> bytes:
+    """IMPORT-HANDOFF <ranges>: serve completely imported slots before the topology."""
+    admin_only(c)
+    return resp.integer(transfers_of(c.server).adopt(parse_slots(argv[2])))
 
 
 @group.subcommand("slotkeeper", "import-cancel", meta=_meta(-2))
@@ -151,6 +171,16 @@ def migrate_abort(c: Connection, argv: list[bytes]) -> bytes:
     slots = parse_slots(argv[2])
     target = _node_id(argv[3], "target") if len(argv) == 4 else None
     return resp.integer(transfers_of(c.server).abort_migration(slots, target))
+
+
+@group.subcommand("slotkeeper", "handoff", meta=_meta(4))
+def handoff(c: Connection, argv: list[bytes]) -> bytes:
+    """HANDOFF <ranges> <target-node-id>: the slots' copy is complete and recorded;
+    answer MOVED to the target for them until the topology moves them."""
+    admin_only(c)
+    slots = parse_slots(argv[2])
+    target = _node_id(argv[3], "target")
+    return resp.integer(transfers_of(c.server).handoff(slots, target))
 
 
 @group.subcommand("slotkeeper", "migrating", meta=_meta(2))
