@@ -79,7 +79,6 @@ def load(stack: Stack, keys: list[bytes]) -> None:
 
 def read_all(stack: Stack, keys: list[bytes]) -> list[bytes | None]:
     import redis
-
     import redis.cluster
 
     out: list[bytes | None] = [None] * len(keys)
