@@ -331,10 +331,14 @@ class DataNode:
         mine = view.my_shard.id if view.my_shard is not None else None
         here = [s for s, owner in enumerate(view.owner) if owner is not None and owner.id == mine]
         here_set = set(here)
-        for slot in list(self.migrating):
-            if slot not in here_set:
-                del self.migrating[slot]  # moved away: the export is over
-                self.handed.pop(slot, None)
+        gone = [slot for slot in self.migrating if slot not in here_set]
+        for slot in gone:
+            del self.migrating[slot]  # moved away: the export is over
+            self.handed.pop(slot, None)
+        if gone:
+            from .transfer import transfers_of
+
+            transfers_of(self).window_end(gone)
         for slot in list(self.importing):
             if slot in here_set:
                 del self.importing[slot]  # now ours: the import is over

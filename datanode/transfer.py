@@ -10,7 +10,7 @@ Commands (admin port only; registered in ``datanode/commands/transfer.py``)
 
 On the **target**:
 
-``SLOTKEEPER IMPORT <source-host> <source-admin-port> <source-node-id> <ranges> [BATCH n] [TIMEOUT ms]``
+``SLOTKEEPER IMPORT <source-host> <source-admin-port> <source-node-id> <ranges> [BATCH n] [TIMEOUT ms] [TAKEOVER]``
     Marks the slots importing (``importing[slot] = source id``: served only after
     ``ASKING``), drops any keys it already holds in them (so a retry starts clean),
     then pulls them in a background task and answers ``+OK`` at once. The same
@@ -21,7 +21,9 @@ On the **target**:
     the slots stay importing until a topology makes them this node's
     (``set_topology`` clears those marks). After a failure the marks are cleared,
     the keys imported so far are dropped in the background and the source is told
-    ``MIGRATE-ABORT`` (best effort). Refused on a replica. Entries whose absolute
+    ``MIGRATE-ABORT`` (best effort). Refused on a replica. With ``TAKEOVER`` the
+    slots are taken over (``IMPORT-HANDOFF``) the moment the import completes: the
+    sidecar's way, which saves a round trip in the window writes wait. Entries whose absolute
     expiry passed in flight are skipped. On a primary with a replication stream,
     every imported entry is replicated as ``RESTORE key <abs-ms|0> <payload>
     REPLACE ABSTTL`` and every key the import deletes (clean start, cancel,
@@ -92,6 +94,10 @@ On the **source**:
     Answers the number of slots unmarked.
 ``SLOTKEEPER MIGRATING``
     The migrating marks: map slot → target node id.
+``SLOTKEEPER TRANSFER-WINDOWS [RESET]``
+    How long writes were refused, once per move that ended here (handed off,
+    moved away by a topology, or unmarked): the latest 10,000, in microseconds,
+    oldest first. ``RESET`` forgets them after answering.
 ``SLOTKEEPER DROPSLOTS <ranges>``
     Deletes those slots' keys in the background in small batches
     (``DataNode.drop_slots``); refused for slots this node's shard owns and for
@@ -160,6 +166,7 @@ CONNECT_TIMEOUT = 5.0
 IDLE_TIMEOUT = 30.0
 ABORT_TIMEOUT = 2.0  # the best-effort MIGRATE-ABORT to the source
 KEEP_IMPORTS = 16  # finished imports remembered for IMPORT-STATUS
+WINDOWS_KEPT = 10_000  # write-refusal windows remembered for TRANSFER-WINDOWS
 PULL_NAME = b"slotkeeper-pull"  # CLIENT SETNAME of the pull connection (CLIENT LIST on the source)
 
 RUNNING = "running"
@@ -255,6 +262,7 @@ class Import:
     finished: float | None = None
     task: asyncio.Task[None] | None = None
     waiters: list[list[Any]] = field(default_factory=list)  # IMPORT-STATUS … WAIT
+    takeover: bool = False  # IMPORT … TAKEOVER: serve the slots once complete
 
     def same_as(self, host: str, port: int, source: str, slots: tuple[int, ...]) -> bool:
         return (self.host, self.port, self.source, self.slots) == (host, port, source, slots)
@@ -307,6 +315,8 @@ class SlotTransfers:
         self._aborts: dict[tuple[str, int], set[asyncio.Task[None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # background drops and aborts (kept alive)
         self.mark_epochs: dict[int, int] = {}  # slot -> the EPOCH its migrating mark was set at
+        self.marked_at: dict[int, float] = {}  # slot -> when writes to it began to be refused
+        self.windows: deque[int] = deque(maxlen=WINDOWS_KEPT)  # µs writes were refused, per move
 
     # =================================================================== source side
 
@@ -351,7 +361,10 @@ class SlotTransfers:
                      format_slots(old.slots), old.target)
             self._stop_export(old, b"superseded by a new EXPORT of the same slots", keep=wanted)
         ex = Export(slots, target, conn, batch, epoch=epoch)
+        now = time.monotonic()
         for s in slots:
+            if server.migrating.get(s) != target:
+                self.marked_at[s] = now  # a retry for the same target continues the window
             server.migrating[s] = target
             self.exports[s] = ex
             self.mark_epochs[s] = epoch
@@ -413,6 +426,7 @@ class SlotTransfers:
             server.migrating.pop(s, None)
             server.handed.pop(s, None)
             self.mark_epochs.pop(s, None)
+            self.window_end((s,))
         server.update_gates()
         if unmarked:
             log.info("migration of %d slot(s) in %s aborted: writes resume", unmarked,
@@ -441,6 +455,7 @@ class SlotTransfers:
         fresh = [s for s in slots if s not in server.handed]
         for s in slots:
             server.handed[s] = b"-MOVED %d %s\r\n" % (s, addr)
+        self.window_end(fresh)
         if fresh:
             log.info("slots %s handed off to %s: MOVED there from now on",
                      format_slots(fresh), target)
@@ -463,6 +478,13 @@ class SlotTransfers:
             log.info("imported slots %s taken over: served here until the new topology",
                      format_slots(fresh))
         return len(fresh)
+
+    def window_end(self, slots: Iterable[int]) -> None:
+        """Writes to ``slots`` are no longer refused here (handed off, moved away or
+        unmarked): record how long they were, once per move."""
+        started = [t for s in slots if (t := self.marked_at.pop(s, None)) is not None]
+        if started:
+            self.windows.append(int((time.monotonic() - min(started)) * 1_000_000))
 
     def _stop_export(self, ex: Export, why: bytes, keep: Set[int] = frozenset()) -> None:
         """Stop a running export: its slots not in ``keep`` are unmarked, its stream
@@ -488,6 +510,7 @@ class SlotTransfers:
                 del self.exports[s]
                 if unmark and s not in keep and server.migrating.get(s) == ex.target:
                     del server.migrating[s]
+                    self.window_end((s,))
                     changed = True
         if changed:
             server.update_gates()
@@ -581,7 +604,8 @@ class SlotTransfers:
     # =================================================================== target side
 
     def start_import(
-        self, host: str, port: int, source: str, slots: tuple[int, ...], batch: int, timeout: float
+        self, host: str, port: int, source: str, slots: tuple[int, ...], batch: int, timeout: float,
+        takeover: bool = False,
     ) -> bool:
         """Mark the slots importing and start pulling; False if the same import runs."""
         server = self.server
@@ -604,7 +628,8 @@ class SlotTransfers:
                     f"ERR slots {format_slots(wanted & im.slot_set)} are being imported from "
                     f"{im.source}: SLOTKEEPER IMPORT-CANCEL first"
                 )
-        im = Import(host, port, source, slots, batch, timeout, slot_set=frozenset(slots))
+        im = Import(host, port, source, slots, batch, timeout, slot_set=frozenset(slots),
+                    takeover=takeover)
         im.epoch = view.topology.epoch if view.topology is not None else 0
         for old in [o for o in self.imports if not wanted.isdisjoint(o.slot_set)]:
             self.imports.remove(old)  # finished and superseded: the new one owns the marks
@@ -789,6 +814,8 @@ class SlotTransfers:
             await self._pull(im, reader)
             im.state = DONE
             im.finished = time.monotonic()
+            if im.takeover:
+                self.adopt(im.slots)
             self._ended(im)
             log.info("imported %d keys (%d bytes, %d expired in flight) of slots %s from %s "
                      "in %d ms", im.keys, im.nbytes, im.skipped, format_slots(im.slots),

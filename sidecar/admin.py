@@ -237,9 +237,11 @@ class Datanode:
         await self.conn.call("SLOTKEEPER", "MIN-REPLICAS-TO-ACK", n, timeout_ms)
 
     async def start_import(
-        self, host: str, port: int, source_id: str, ranges: Sequence[SlotRange]
+        self, host: str, port: int, source_id: str, ranges: Sequence[SlotRange],
+        takeover: bool = False,
     ) -> None:
-        await self.conn.call("SLOTKEEPER", "IMPORT", host, port, source_id, ranges_text(ranges))
+        await self.conn.call("SLOTKEEPER", "IMPORT", host, port, source_id, ranges_text(ranges),
+                             *(("TAKEOVER",) if takeover else ()))
 
     async def import_status(self, ranges: Sequence[SlotRange]) -> dict[str, Any]:
         reply = plain(await self.conn.call("SLOTKEEPER", "IMPORT-STATUS", ranges_text(ranges)))

@@ -57,6 +57,7 @@ from .watcher import Records
 log = logging.getLogger(__name__)
 
 TARGET_POLL = 0.003  # seconds between probes of a target's applied epoch
+SNAPSHOT_COALESCE = 1.0  # seconds between two local snapshots that differ only in epoch
 
 
 def registry_conflict(floor: int, registry_epoch: int) -> str:
@@ -585,12 +586,24 @@ class Applier:
             self._save_wanted.set()
 
     async def _snapshot_writer(self) -> None:
+        last_write = -1e9
         while True:
             await self._save_wanted.wait()
             self._save_wanted.clear()
             snap = self._to_save
             if snap is None or snap == self.saved:
                 continue
+            if self.saved is not None and _same_record(snap, self.saved):
+                # only the epoch (and the rest of the view) moved on: at most one
+                # write (two fsyncs) per SNAPSHOT_COALESCE, the newest view then
+                wait = last_write + SNAPSHOT_COALESCE - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    self._save_wanted.clear()
+                    snap = self._to_save
+                    if snap is None or snap == self.saved:
+                        continue
+            last_write = time.monotonic()
             try:
                 await asyncio.to_thread(local_snapshot.write, self.snapshot_path, snap)
             except OSError as exc:
@@ -607,6 +620,13 @@ class Applier:
         if snap is not None and snap != self.saved:
             await asyncio.to_thread(local_snapshot.write, self.snapshot_path, snap)
             self.saved = snap
+
+
+def _same_record(a: local_snapshot.LocalSnapshot, b: local_snapshot.LocalSnapshot) -> bool:
+    """The same node record, replica_id, shard and loading state (what the role at
+    boot is decided from): only the epoch and the rest of the view differ."""
+    return (a.node, a.replica_id, a.shard, a.loading) == (b.node, b.replica_id, b.shard,
+                                                           b.loading)
 
 
 def _ignore(fut: asyncio.Future[Any]) -> None:

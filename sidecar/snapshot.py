@@ -7,7 +7,11 @@ its first sync, and the whole served view of that epoch (so a node restarted whi
 etcd is unreachable serves its last view, fenced).
 
 Written atomically (temporary file, fsync, rename, fsync of the directory)
-whenever the applied record changes. :func:`read` never raises for a missing or
+whenever the applied node record changes (role, state, shard, replica_id,
+loading); a change of epoch alone is written at most once a second (the newest
+view then), so a node does not fsync twice per epoch while a rebalance bumps the
+epoch several times a second. The file may thus trail the applied epoch by up to
+a second: the registry-behind check of DESIGN §4 compares with that epoch. :func:`read` never raises for a missing or
 unreadable file: a bad file is reported and treated as absent.
 """
 

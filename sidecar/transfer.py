@@ -28,6 +28,7 @@ node (``IMPORT-CANCEL``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -128,6 +129,10 @@ class MigrationRun:
         self.on_progress = on_progress
         self.clock = clock
         self.records = records  # the watcher's latest records (saves etcd reads)
+        self.taken_over = False
+        # the handoff's connection to the source, opened while the copy runs
+        self.source_conn = AdminConnection(job.source.addr, job.source.admin_port,
+                                           timeout=HANDOFF_TIMEOUT)
         self.finished = False
         self.last: dict[str, Any] = {}
 
@@ -146,11 +151,15 @@ class MigrationRun:
             ):
                 log.info("migration %s: importing slots %s from %s (%s:%d)", m.id,
                          _fmt(ranges), src.id[:8], src.addr, src.admin_port)
-                await self.datanode.start_import(src.addr, src.admin_port, src.id, ranges)
+                await self.datanode.start_import(src.addr, src.admin_port, src.id, ranges,
+                                                 takeover=True)
+                self.taken_over = True  # the data node serves the slots once complete
             else:
                 log.info("migration %s: import already %s on the data node", m.id,
                          status.get("state"))
             last_write = -1e9
+            with contextlib.suppress(AdminError, DatanodeUnavailable, OSError, TimeoutError):
+                await self.source_conn.connect()
             while True:
                 status = await self._wait_status(waiter, ranges)
                 state = status.get("state")
@@ -182,6 +191,7 @@ class MigrationRun:
             self.finished = True
         finally:
             waiter.close()
+            self.source_conn.close()
 
     async def _wait_status(self, waiter: AdminConnection, ranges: list[tuple[int, int]]
                            ) -> dict[str, Any]:
@@ -199,12 +209,13 @@ class MigrationRun:
         the slots over here, then have the source hand them off (MOVED to this node)
         so writes resume here before the new topology. Best effort: without it,
         writes wait for the topology."""
-        src = self.job.source
-        conn = AdminConnection(src.addr, src.admin_port, timeout=HANDOFF_TIMEOUT)
+        conn = self.source_conn
         try:
             # this node serves the slots first, so the source's MOVED never bounces
-            await self.datanode.conn.call("SLOTKEEPER", "IMPORT-HANDOFF", _fmt(ranges))
-            await conn.connect()
+            if not self.taken_over:  # (IMPORT … TAKEOVER did it when the copy ended)
+                await self.datanode.conn.call("SLOTKEEPER", "IMPORT-HANDOFF", _fmt(ranges))
+            if not conn.connected:
+                await conn.connect()
             n = await conn.call("SLOTKEEPER", "HANDOFF", _fmt(ranges), self.node_id)
             log.info("migration %s: the source handed %s slot(s) off: writes resume here",
                      self.job.id, n)

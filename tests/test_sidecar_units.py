@@ -1033,3 +1033,53 @@ def test_consul_updates_that_change_only_the_epoch_are_throttled() -> None:
     assert _epoch_only(reg(1), reg(2))
     assert not _epoch_only(reg(1), reg(2, state="MIGRATING"))  # a tag changed: at once
     assert not _epoch_only(None, reg(2))
+
+
+async def test_local_snapshot_writes_epoch_only_changes_at_most_once_per_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new role is written at once; a view that only moves the epoch on waits for
+    SNAPSHOT_COALESCE after the previous write (then the newest one is written)."""
+    import asyncio
+
+    import sidecar.applier as applier_mod
+    from sidecar import snapshot as local_snapshot
+
+    monkeypatch.setattr(applier_mod, "SNAPSHOT_COALESCE", 0.4)
+    applier = replica_applier(tmp_path)
+    path = tmp_path / "node.json"
+    applier.snapshot_path = path
+    writer = asyncio.create_task(applier._snapshot_writer())
+
+    def save(snap: local_snapshot.LocalSnapshot) -> None:
+        applier._to_save = snap
+        applier._save_wanted.set()
+
+    def epoch_on_disk() -> int:
+        snap = local_snapshot.read(path, ME)
+        return snap.epoch if snap is not None else -1
+
+    async def until(epoch: int, within: float) -> float:
+        t0 = asyncio.get_running_loop().time()
+        while epoch_on_disk() != epoch:
+            assert asyncio.get_running_loop().time() - t0 < within, epoch_on_disk()
+            await asyncio.sleep(0.01)
+        return asyncio.get_running_loop().time() - t0
+
+    try:
+        save(local_snapshot.from_applied(ME, view(1), False))
+        await until(1, 0.3)
+        t0 = asyncio.get_running_loop().time()
+        save(local_snapshot.from_applied(ME, view(2), False))
+        save(local_snapshot.from_applied(ME, view(3), False))
+        await asyncio.sleep(0.1)
+        assert epoch_on_disk() == 1  # epoch only: not yet
+        await until(3, 1.0)  # the newest, once the interval passed
+        assert asyncio.get_running_loop().time() - t0 >= 0.25
+        demoted = view(4, primary=P, replicas=(ME,))
+        assert not applier_mod._same_record(local_snapshot.from_applied(ME, demoted, False),
+                                            local_snapshot.from_applied(ME, view(3), False))
+        save(local_snapshot.from_applied(ME, demoted, False))
+        assert await until(4, 0.3) < 0.3  # a new role: at once
+    finally:
+        writer.cancel()

@@ -769,12 +769,38 @@ def test_handoff_sends_writes_to_the_target_before_the_new_topology(pair: Pair) 
     finally:
         rc.close()
     assert dst.get(f"{{{tag}}}:k1") == b"new"
+    # the source measured the window in which writes were refused: mark → handoff
+    with pair.a.admin() as adm:
+        (window,) = adm.execute_command("SLOTKEEPER", "TRANSFER-WINDOWS", "RESET")
+        assert 0 < window < 60_000_000
+        assert adm.execute_command("SLOTKEEPER", "TRANSFER-WINDOWS") == []
     # the topology that moves the slot ends both marks; the source drops the keys
     pair.apply({slot})
+    with pair.a.admin() as adm:  # (the handoff already ended this move's window)
+        assert adm.execute_command("SLOTKEEPER", "TRANSFER-WINDOWS") == []
     expect_error(lambda: src.get(f"{{{tag}}}:k1"), "MOVED", str(slot))
     assert dst.get(f"{{{tag}}}:k1") == b"new"
     assert pair.marks(pair.a, "MIGRATING") == {} and pair.marks(pair.b, "IMPORTING") == {}
     wait_until(lambda: pair.count(pair.a, slot) == 0, timeout=10, what="source drops the slot")
+
+
+def test_import_takeover_serves_the_slot_once_complete(pair: Pair) -> None:
+    tag = tag_for(0, SPLIT - 1)
+    slot = slot_of(tag)
+    fill(pair.a, tag, 50)
+    dst = pair.b.client()
+    pair.import_(str(slot), "BATCH", 10, "TAKEOVER")
+    pair.wait_state("done")
+    assert dst.get(f"{{{tag}}}:k7") == b"7".rjust(16, b"0")  # served without ASKING
+    assert dst.set(f"{{{tag}}}:k7", "b")
+    with pair.b.admin() as adm:
+        assert adm.execute_command("SLOTKEEPER", "IMPORT-HANDOFF", str(slot)) == 0  # already
+        assert adm.execute_command("SLOTKEEPER", "IMPORT-CANCEL", str(slot)) == 1
+    expect_error(lambda: dst.get(f"{{{tag}}}:k7"), "MOVED", str(slot))  # a cancel ends it
+    # the source's window ended when the cancel unmarked the slot (MIGRATE-ABORT)
+    wait_until(lambda: pair.marks(pair.a, "MIGRATING") == {}, timeout=10, what="unmarked")
+    with pair.a.admin() as adm:
+        assert len(adm.execute_command("SLOTKEEPER", "TRANSFER-WINDOWS")) == 1
 
 
 def test_migrate_abort_ends_a_handoff(pair: Pair) -> None:

@@ -84,7 +84,8 @@ def _status_reply(c: Connection, pairs: Sequence[tuple[bytes, bytes | int]]) -> 
 
 @group.subcommand("slotkeeper", "import", meta=_meta(-6))
 def import_(c: Connection, argv: list[bytes]) -> bytes:
-    """IMPORT <source-host> <source-admin-port> <source-node-id> <ranges> [BATCH n] [TIMEOUT ms]"""
+    """IMPORT <source-host> <source-admin-port> <source-node-id> <ranges> [BATCH n]
+    [TIMEOUT ms] [TAKEOVER]"""
     admin_only(c)
     host = argv[2].decode("latin-1")
     port = parse_int(argv[3])
@@ -92,9 +93,12 @@ def import_(c: Connection, argv: list[bytes]) -> bytes:
         raise CommandError("ERR invalid source port")
     source = _node_id(argv[4], "source")
     slots = parse_slots(argv[5])
-    opts = _options(argv, 6, (b"BATCH", b"TIMEOUT"))
+    rest = argv[6:]
+    takeover = bool(rest) and rest[-1].upper() == b"TAKEOVER"
+    opts = _options(argv[:-1] if takeover else argv, 6, (b"BATCH", b"TIMEOUT"))
     timeout = opts.get(b"TIMEOUT", int(IDLE_TIMEOUT * 1000)) / 1000
-    transfers_of(c.server).start_import(host, port, source, slots, _batch(opts), timeout)
+    transfers_of(c.server).start_import(host, port, source, slots, _batch(opts), timeout,
+                                        takeover)
     return resp.OK
 
 
@@ -187,6 +191,19 @@ def handoff(c: Connection, argv: list[bytes]) -> bytes:
 def migrating(c: Connection, argv: list[bytes]) -> bytes:
     admin_only(c)
     return _marks(c, c.server.migrating)
+
+
+@group.subcommand("slotkeeper", "transfer-windows", meta=_meta(-2))
+def transfer_windows(c: Connection, argv: list[bytes]) -> bytes:
+    """TRANSFER-WINDOWS [RESET]: how long writes were refused per move (µs)."""
+    admin_only(c)
+    if len(argv) > 3 or (len(argv) == 3 and argv[2].upper() != b"RESET"):
+        raise CommandError(SYNTAX)
+    windows = transfers_of(c.server).windows
+    out = resp.array([resp.integer(w) for w in windows])
+    if len(argv) == 3:
+        windows.clear()
+    return out
 
 
 @group.subcommand("slotkeeper", "dropslots", meta=_meta(3))
