@@ -13,6 +13,9 @@ use 512 slots per migration so a plan is about a dozen migrations, and
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -300,6 +303,61 @@ def test_kill_the_leading_coordinator_mid_migration(whole: Stack) -> None:
         s.heal()
 
     _scale_out_in(s, kill_leader, prefix="coord")
+
+
+def _admin(s: Stack, i: int) -> redis.Redis:
+    return redis.Redis(host=LOOPBACK, port=s.admin_port(i), socket_timeout=5)
+
+
+def test_a_handed_off_migration_rolls_forward_when_its_target_dies(whole: Stack) -> None:
+    """With every coordinator stopped (so nothing commits), a running migration's
+    copy completes, is recorded, and the source hands the slots off: writes go on
+    against the target. The target primary is then killed: once the coordinators
+    resume, the migration is committed all the same (rolled forward, not retried),
+    the target shard fails over, and every write acknowledged — those the target
+    took before any topology named it the owner included — is read back."""
+    s = whole
+    before = set(_slot_owners(s))
+    work = Workload(s, "roll")
+    work.start()
+    coordinators = [pid for c in (0, 1) if (pid := s.coordinator_pid(c)) is not None]
+    try:
+        doc = _plan(s, {"kind": "scale_out"})
+        m = _running(s, doc["migrations"])
+        shards = s.shards()
+        src = s.index(s.node(shards[m["from_shard"]]["primary"]))
+        dst_primary = shards[m["to_shard"]]["primary"]
+        dst = s.index(s.node(dst_primary))
+        for pid in coordinators:
+            s.stop(pid)
+        with _admin(s, src) as adm:
+            def handed_off() -> bool:
+                # a window ended (the handoff) while the slots are still marked
+                # migrating: no topology moved them (the coordinators are stopped)
+                return bool(adm.execute_command("SLOTKEEPER", "TRANSFER-WINDOWS")) and bool(
+                    adm.execute_command("SLOTKEEPER", "MIGRATING"))
+            wait_until(handed_off, timeout=30, interval=0.02, what="the source hands off")
+        n0 = len(work.acked)
+        wait_until(lambda: len(work.acked) > n0 + 50, timeout=30, what="writes after the handoff")
+        pid = s.datanode_pid(dst)
+        assert pid is not None
+        s.kill(pid)
+        for pid in coordinators:
+            os.kill(pid, signal.SIGCONT)
+        wait_until(lambda: s.shards()[m["to_shard"]]["primary"] != dst_primary, timeout=60,
+                   what="the target shard failed over")
+        s.heal()
+        states = _wait_plan(s, doc["migrations"])
+        assert set(states.values()) == {"DONE"}
+        record = next(r for r in s.request("GET", "/v1/migrations")[1]["migrations"]
+                      if r["id"] == m["id"])
+        assert record["state"] == "DONE" and int(record.get("attempts", 1)) == 1, record
+    finally:
+        for pid in coordinators:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        work.stop_and_verify(s)
+    assert _new_shard(s, before)
 
 
 def test_cancel_stops_the_plan_and_nothing_is_lost(whole: Stack) -> None:
