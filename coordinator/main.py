@@ -113,11 +113,18 @@ class Service:
     async def stop(self, *, resign: bool = True) -> None:
         """Stop acting, resign (revoke the leader lease) unless told not to,
         deregister from Consul, close everything."""
+        pending = set(self._tasks)
+        for _ in range(3):  # a cancel can be swallowed by a racing asyncio.timeout (3.11)
+            for task in pending:
+                task.cancel()
+            if not pending:
+                break
+            _, pending = await asyncio.wait(pending, timeout=5)
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: it stopped anyway
+        if pending:
+            log.warning("%d task(s) did not stop within 15 s", len(pending))
         self._tasks = []
         if resign:
             await self.elector.resign()
