@@ -180,3 +180,56 @@ async def test_cli_remove_shard_follows_the_run_to_a_summary(etcd: EtcdServer) -
         assert summary["keys_moved"] == 16 and summary["bytes_moved"] == 160
         v = await load_view(store, keys)
         assert set(slot_owners(v.topology)) == {S(1)}
+
+
+async def test_the_target_records_done_only_while_both_leases_are_the_starting_ones(
+    etcd: EtcdServer,
+) -> None:
+    """The sidecar's copy_state "done" (after which the move rolls forward) is written
+    in one transaction with a compare on both shards' slot-lease create revisions;
+    once a lease was re-created (a failover since the start) the copy is recorded
+    as failed instead."""
+    from clusterstate.keys import Keys
+    from clusterstate.topology import (
+        Health,
+        MigrationRecord,
+        MigrationState,
+        NodeRecord,
+        NodeState,
+        Role,
+    )
+    from dcs.etcd import EtcdStore
+    from sidecar.transfer import Job, MigrationRun
+
+    keys = Keys("leasecheck")
+    store = EtcdStore(etcd.endpoint, timeout=2.0)
+    try:
+        for sid in (S(1), S(2)):
+            await store.put(keys.lease(sid), N(10).encode())
+        leases = {sid: (await store.get(keys.lease(sid))).create_revision  # type: ignore[union-attr]
+                  for sid in (S(1), S(2))}
+        mkey = keys.migration("m1")
+        doc = {"id": "m1", "slots": [[0, 9]], "from_shard": S(2), "to_shard": S(1),
+               "state": "RUNNING", "leases": leases, "attempts": 1}
+
+        def run() -> MigrationRun:
+            job = Job(MigrationRecord("m1", ((0, 9),), S(2), S(1), MigrationState.RUNNING),
+                      NodeRecord(N(20), "127.0.0.1", 1, 2, shard=S(2), role=Role.PRIMARY,
+                                 state=NodeState.ACTIVE, health=Health.ONLINE))
+            return MigrationRun(job, datanode=None, store=store, keys=keys,  # type: ignore[arg-type]
+                                node_id=N(10), on_progress=lambda *_: None)
+
+        await store.put(mkey, orjson.dumps(doc))
+        assert await run()._write_progress({"state": "done", "keys": 5})
+        got = orjson.loads((await store.get(mkey)).value)  # type: ignore[union-attr]
+        assert got["copy_state"] == "done" and got["leases"] == leases and got["keys_moved"] == 5
+
+        # the source shard failed over since the start: its lease key was re-created
+        await store.put(mkey, orjson.dumps(doc))
+        await store.delete(keys.lease(S(2)))
+        await store.put(keys.lease(S(2)), N(21).encode())
+        assert await run()._write_progress({"state": "done", "keys": 5})
+        got = orjson.loads((await store.get(mkey)).value)  # type: ignore[union-attr]
+        assert got["copy_state"] == "failed" and "changed primary" in got["error"], got
+    finally:
+        await store.close()
