@@ -24,7 +24,7 @@ from .identity import load_or_create_node_id
 from .info import rss_bytes
 from .keyspace import Keyspace, wall_ms
 from .replication import Replication
-from .routing import CLUSTERDOWN, route
+from .routing import CLUSTERDOWN, TRYAGAIN_MIGRATING, route
 from .snapshot import Snapshotter
 
 if TYPE_CHECKING:
@@ -265,6 +265,10 @@ class DataNode:
             )
             conn.asking = False
             if refusal is not None:
+                if refusal is TRYAGAIN_MIGRATING and conn.multi is None and not conn.in_exec:
+                    from .transfer import transfers_of
+
+                    return transfers_of(self).hold(conn, spec, argv)  # until writes resume
                 return refusal
         if spec.write:
             if self.cluster_mode and (self.view is None or self.view.topology is None):

@@ -143,9 +143,12 @@ from clusterstate.topology import (
 )
 
 from .codec import END, CodecError, Entry, EntryDecoder, encode_entry
+from .connection import BLOCKED
 from .errors import CommandError
+from .routing import TRYAGAIN_MIGRATING
 
 if TYPE_CHECKING:
+    from .commands.table import CommandSpec
     from .connection import Connection
     from .server import DataNode
 
@@ -167,6 +170,7 @@ IDLE_TIMEOUT = 30.0
 ABORT_TIMEOUT = 2.0  # the best-effort MIGRATE-ABORT to the source
 KEEP_IMPORTS = 16  # finished imports remembered for IMPORT-STATUS
 WINDOWS_KEPT = 10_000  # write-refusal windows remembered for TRANSFER-WINDOWS
+HOLD = 1.0  # seconds a write to a slot being copied away waits before -TRYAGAIN
 PULL_NAME = b"slotkeeper-pull"  # CLIENT SETNAME of the pull connection (CLIENT LIST on the source)
 
 RUNNING = "running"
@@ -317,6 +321,7 @@ class SlotTransfers:
         self.mark_epochs: dict[int, int] = {}  # slot -> the EPOCH its migrating mark was set at
         self.marked_at: dict[int, float] = {}  # slot -> when writes to it began to be refused
         self.windows: deque[int] = deque(maxlen=WINDOWS_KEPT)  # µs writes were refused, per move
+        self.held: dict[int, list[tuple[Connection, list[bytes], asyncio.TimerHandle]]] = {}
 
     # =================================================================== source side
 
@@ -481,10 +486,41 @@ class SlotTransfers:
 
     def window_end(self, slots: Iterable[int]) -> None:
         """Writes to ``slots`` are no longer refused here (handed off, moved away or
-        unmarked): record how long they were, once per move."""
+        unmarked): record how long they were, once per move, and run the writes
+        held meanwhile again (now MOVED, or executed here)."""
+        slots = list(slots)
         started = [t for s in slots if (t := self.marked_at.pop(s, None)) is not None]
         if started:
             self.windows.append(int((time.monotonic() - min(started)) * 1_000_000))
+        if self.held:
+            loop = asyncio.get_running_loop()
+            for s in slots:
+                for conn, argv, timer in self.held.pop(s, ()):
+                    timer.cancel()
+                    loop.call_soon(_resume, conn, argv)
+
+    def hold(self, conn: Connection, spec: CommandSpec, argv: list[bytes]) -> bytes:
+        """A write to a slot being copied away waits here (its connection blocked)
+        rather than answering ``-TRYAGAIN``: the write runs again the moment the
+        slot's window ends, so the client sees ``MOVED`` (or its reply) after the
+        window itself instead of retrying on a backoff. Past :data:`HOLD` it answers
+        ``-TRYAGAIN`` after all."""
+        from .routing import slot_of
+
+        slot = slot_of(spec.keys(argv))
+        entries = self.held.setdefault(slot, [])
+
+        def expire() -> None:
+            for i, (c, _, _) in enumerate(entries):
+                if c is conn:
+                    del entries[i]
+                    break
+            if not entries and self.held.get(slot) is entries:
+                del self.held[slot]
+            conn.unblock(TRYAGAIN_MIGRATING)
+
+        entries.append((conn, argv, asyncio.get_running_loop().call_later(HOLD, expire)))
+        return conn.block()
 
     def _stop_export(self, ex: Export, why: bytes, keep: Set[int] = frozenset()) -> None:
         """Stop a running export: its slots not in ``keep`` are unmarked, its stream
@@ -954,6 +990,15 @@ class SlotTransfers:
 def _propagator(server: DataNode) -> Callable[[list[list[bytes]]], None] | None:
     """``propagate(cmds)`` of the replication stream while this primary has one."""
     return getattr(server.repl, "propagate", None)
+
+
+def _resume(conn: Connection, argv: list[bytes]) -> None:
+    """Run a held write again (routing decides anew) and answer it."""
+    if conn.closing or not conn.blocked:
+        return
+    reply = conn.execute(argv)
+    if reply is not BLOCKED:  # (BLOCKED: held again, or waiting for replica acks)
+        conn.unblock(reply)
 
 
 def _restore(key: bytes, value: Any, at: int | None) -> list[bytes]:

@@ -518,14 +518,18 @@ def test_export_stream_format(pair: Pair) -> None:
 def test_export_connection_closed_early_unmarks(pair: Pair) -> None:
     tag = tag_for(0, SPLIT - 1)
     slot = slot_of(tag)
-    fill(pair.a, tag, 50_000)
+    fill(pair.a, tag, 200_000)  # ~8 MB: more than the socket buffers hold
     s = _export(pair.a, str(slot), pair.b_id, b"BATCH", b"1", rcvbuf=4096)
     assert s.recv(100)  # streaming, and we stop reading: the source waits on flow control
     assert pair.marks(pair.a, "MIGRATING") == {slot: pair.b_id}
     src = pair.a.client()
-    with pytest.raises(redis.exceptions.TryAgainError):
-        src.set(f"{{{tag}}}:k1", b"x")
-    assert src.get(f"{{{tag}}}:k1") == b"1".rjust(16, b"0")
+    # A write waits while the slot is being copied (its connection held) ...
+    key = f"{{{tag}}}:k1".encode()
+    held = socket.create_connection((LOOPBACK, pair.a.port), timeout=0.3)
+    held.sendall(b"*3\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$1\r\nx\r\n" % (len(key), key))
+    with pytest.raises(TimeoutError):
+        held.recv(100)
+    assert src.get(key) == b"1".rjust(16, b"0")  # reads are served
     # Other clients are served while the exporter waits.
     t0 = time.monotonic()
     assert src.ping()
@@ -533,7 +537,11 @@ def test_export_connection_closed_early_unmarks(pair: Pair) -> None:
     s.close()
     wait_until(lambda: pair.marks(pair.a, "MIGRATING") == {}, timeout=10,
                what="source unmarks after the connection closed")
-    assert src.set(f"{{{tag}}}:k1", b"x")
+    held.settimeout(5)
+    assert held.recv(100) == b"+OK\r\n"  # the held write ran the moment writes resumed
+    held.close()
+    assert src.get(key) == b"x"
+    assert src.set(key, b"z")
 
 
 def test_export_retry_supersedes_a_stalled_export(pair: Pair) -> None:
@@ -747,16 +755,27 @@ def test_handoff_sends_writes_to_the_target_before_the_new_topology(pair: Pair) 
     with pair.b.admin() as adm:
         st = as_dict(adm.execute_command("SLOTKEEPER", "IMPORT-STATUS", str(slot), "WAIT", 10000))
     assert st["state"] == "done", st
+    t0 = time.monotonic()  # a write is held (1 s), then answered TRYAGAIN
     expect_error(lambda: src.set(f"{{{tag}}}:k1", "x"), "being migrated")
+    assert 0.8 < time.monotonic() - t0 < 5
     expect_error(lambda: dst.get(f"{{{tag}}}:k1"), "MOVED", str(slot))  # not yet taken over
     with pair.b.admin() as adm:
         assert adm.execute_command("SLOTKEEPER", "IMPORT-HANDOFF", str(slot)) == 1
     assert dst.get(f"{{{tag}}}:k1") == b"1".rjust(16, b"0")
+    key = f"{{{tag}}}:k9".encode()
+    held = socket.create_connection((LOOPBACK, pair.a.port), timeout=0.2)
+    held.sendall(b"*3\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$1\r\nx\r\n" % (len(key), key))
+    with pytest.raises(TimeoutError):
+        held.recv(100)  # held
+    held.settimeout(5)
     with pair.a.admin() as adm:
         assert adm.execute_command("SLOTKEEPER", "HANDOFF", str(slot), pair.b_id) == 1
         assert adm.execute_command("SLOTKEEPER", "HANDOFF", str(slot), pair.b_id) == 0
         expect_error(lambda: adm.execute_command("SLOTKEEPER", "EXPORT", str(slot), pair.b_id),
                      "handed off")
+    # the write held meanwhile is answered at the handoff: MOVED to the target
+    assert held.recv(200) == b"-MOVED %d 127.0.0.1:%d\r\n" % (slot, pair.b.port)
+    held.close()
     moved = expect_error(lambda: src.set(f"{{{tag}}}:k1", "x"), "MOVED", str(slot))
     assert f":{pair.b.port}" in moved
     expect_error(lambda: src.get(f"{{{tag}}}:k1"), "MOVED", str(slot))
