@@ -176,8 +176,10 @@ class Connection(asyncio.Protocol):
         server = self.server
         # Commands that may skip the generic checks right now (server.update_gates).
         table = server.fast_table if self.authed and self.multi is None else _NO_FAST_PATH
-        # Cluster mode: whether a slot may skip routing, by the raw CRC16 of its key.
+        # Cluster mode: whether a slot may skip routing, by the raw CRC16 of its key;
+        # a key in ks.home_keys is in such a slot (no CRC needed).
         fast_crc = server.fast_crc
+        ks = self.ks
         blocked = BLOCKED
         out: list[bytes] = []
         for argv in cmds:
@@ -188,7 +190,8 @@ class Connection(asyncio.Protocol):
             if spec is None or (
                 fast_crc is not None
                 and spec.keyed
-                and not fast_crc[crc_hqx(k, 0) if 123 not in (k := argv[1]) else key_slot(k)]
+                and (k := argv[1]) not in ks.home_keys
+                and not fast_crc[crc_hqx(k, 0) if 123 not in k else key_slot(k)]
             ):
                 reply = self.execute(argv)
                 if reply is blocked:

@@ -13,6 +13,12 @@ drive expiry without sleeping.
 Memory is an *estimate* of the dataset (keys, values, per-entry overhead) kept up
 to date on every write: strings exactly, collections by their handlers through
 :meth:`account`. ``maxmemory`` is compared with it, not with the process size.
+
+Home slots (:meth:`set_home`, the slots a cluster-mode node serves without routing)
+are tracked so that a key's presence can stand for its slot check: ``away`` counts
+the keys held outside them, and ``home_keys`` is ``data`` itself while that count
+is 0 (an empty set otherwise), so ``key in home_keys`` proves the key's slot is home
+without computing its CRC16.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import random
 import time
 from binascii import crc_hqx
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
@@ -46,6 +52,8 @@ TYPE_NAMES: dict[type, bytes] = {
 
 
 _LOOK_UP: Any = object()  # Keyspace.set: the caller did not look the key up
+_NO_KEYS: frozenset[bytes] = frozenset()  # home_keys while some key is away
+ALL_HOME: Sequence[bool] = (True,) * SLOT_COUNT
 
 
 def wall_ms() -> int:
@@ -80,6 +88,11 @@ class Keyspace:
         # one slot's keys are counted, listed, exported or dropped alone.
         self.data: dict[bytes, Any] = {}
         self.slots: list[dict[bytes, None]] = [{} for _ in range(SLOT_COUNT)]
+        # Home slots (see the module doc): flags by slot, the keys outside them, and
+        # the keys known to be home (data while none is away).
+        self.home: Sequence[bool] = ALL_HOME
+        self.away = 0
+        self.home_keys: Collection[bytes] = self.data
         self.expires: dict[bytes, int] = {}
         self._heap: list[tuple[int, bytes]] = []
         self.count = 0
@@ -181,7 +194,11 @@ class Keyspace:
             )
         if old is None:
             self.count += 1
-            self.slots[crc_hqx(key, 0) & 16383 if 123 not in key else key_slot(key)][key] = None
+            slot = crc_hqx(key, 0) & 16383 if 123 not in key else key_slot(key)
+            self.slots[slot][key] = None
+            if not self.home[slot]:
+                self.away += 1
+                self.home_keys = _NO_KEYS
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
 
@@ -198,12 +215,16 @@ class Keyspace:
         if exp and key in exp and exp[key] <= self.clock():
             self._expire(key)
             return False
-        self._remove(self.slots[key_slot(key)], key, v)
+        self._remove(key_slot(key), key, v)
         return True
 
-    def _remove(self, d: dict[bytes, None], key: bytes, v: Any) -> None:
-        del d[key]
+    def _remove(self, slot: int, key: bytes, v: Any) -> None:
+        del self.slots[slot][key]
         del self.data[key]
+        if not self.home[slot]:
+            self.away -= 1
+            if not self.away:
+                self.home_keys = self.data
         self.count -= 1
         self.mem -= estimate_size(key, v)
         if self.expires:
@@ -217,7 +238,7 @@ class Keyspace:
         if v is None:
             return None
         at = self.expires.get(key)
-        self._remove(self.slots[key_slot(key)], key, v)
+        self._remove(key_slot(key), key, v)
         return v, at
 
     def set_expire(self, key: bytes, at_ms: int) -> None:
@@ -244,6 +265,8 @@ class Keyspace:
         self._heap = []
         self.count = 0
         self.mem = 0
+        self.away = 0
+        self.home_keys = self.data
         if self.lru is not None:
             self.lru = {}
 
@@ -257,6 +280,19 @@ class Keyspace:
         self._heap = other._heap
         self.count = other.count
         self.mem = other.mem
+        self._count_away()
+
+    # ------------------------------------------------------------------ home slots
+    def set_home(self, home: Sequence[bool]) -> None:
+        """Make ``home`` (a flag per slot) the home slots and count the keys away."""
+        if home is self.home or home == self.home:
+            return
+        self.home = home
+        self._count_away()
+
+    def _count_away(self) -> None:
+        self.away = sum(len(d) for d, home in zip(self.slots, self.home, strict=True) if not home)
+        self.home_keys = _NO_KEYS if self.away else self.data
 
     # ------------------------------------------------------------------ WATCH
     def touch(self, key: bytes) -> None:
@@ -272,7 +308,7 @@ class Keyspace:
         v = self.data.get(key)
         if v is None:
             return
-        self._remove(self.slots[key_slot(key)], key, v)
+        self._remove(key_slot(key), key, v)
         self.expired_keys += 1
         self.touch(key)
         if self.on_delete is not None:
@@ -324,7 +360,7 @@ class Keyspace:
             v = self.data.get(key)
             if v is None:
                 continue
-            self._remove(self.slots[key_slot(key)], key, v)
+            self._remove(key_slot(key), key, v)
             self.evicted_keys += 1
             self.touch(key)
             if self.on_delete is not None:
@@ -424,7 +460,7 @@ class Keyspace:
         on_delete = self.on_delete
         n = 0
         for key in list(islice(d, batch)):
-            self._remove(d, key, self.data[key])
+            self._remove(slot, key, self.data[key])
             self.touch(key)
             if on_delete is not None:
                 on_delete(key)

@@ -22,7 +22,7 @@ from .connection import FAST_ARGC, Connection
 from .errors import OOM, WRITE_FENCED
 from .identity import load_or_create_node_id
 from .info import rss_bytes
-from .keyspace import Keyspace, wall_ms
+from .keyspace import ALL_HOME, Keyspace, wall_ms
 from .replication import Replication
 from .routing import CLUSTERDOWN, TRYAGAIN_MIGRATING, route
 from .snapshot import Snapshotter
@@ -228,6 +228,7 @@ class DataNode:
         if not self.cluster_mode:
             self.fast_slots = None
             self.fast_crc = None
+            self.ks.set_home(ALL_HOME)
             return
         view = self.view
         fast = [False] * SLOT_COUNT
@@ -241,6 +242,9 @@ class DataNode:
             for slot in self.importing:
                 fast[slot] = False
         self.fast_slots = fast
+        # A key present in the keyspace while no key lies outside the fast slots is in
+        # one of them: the fast path checks its presence before hashing it.
+        self.ks.set_home(fast)
         # The same indexed by the raw CRC16 of a key (slot = crc & 16383): the fast path
         # skips the mask. A hash-tagged key's slot (< 16384) indexes it as well.
         self.fast_crc = fast * (CRC_SPACE // SLOT_COUNT)
