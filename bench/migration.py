@@ -17,7 +17,7 @@ Printed per step: total time, keys/s moved (the migrations' ``keys_moved`` over
 the time), the longest window in which a slot refused writes as the data nodes
 measured it (``SLOTKEEPER TRANSFER-WINDOWS``: the source's mark until writes
 resume, target ≤ 100 ms; p50 and p99 beside it), the longest write as the client
-saw it (the window rounded up by redis-py's TRYAGAIN backoff), client errors not
+saw it (a write in a window is held by the source until it ends), client errors not
 retried by redis-py (target 0) and, after the step, every key read back from the
 owners: lost or stale values (target 0).
 """
@@ -243,8 +243,8 @@ def step(ctx: Context, stack: Stack, client: Client, keys: list[bytes], label: s
             f"over {len(windows)} moves: source's mark → writes resume (handoff)"),
         Row(f"{label}: longest client write", longest, None, "ms",
             note=f"p99 {percentile(sorted(w * 1000 for w in writes), 0.99):.1f} ms over "
-            f"{len(writes):,} writes at ~{RATE / 2:.0f}/s; redis-py retries TRYAGAIN 8 times "
-            "at once, then every 50 ms"),
+            f"{len(writes):,} writes at ~{RATE / 2:.0f}/s; a write to a slot in its window is held "
+            "by the source until the window ends (TRYAGAIN only after 1 s)"),
         Row(f"{label}: client errors not retried", float(len(errors)), None, "",
             target=Target("<=", 0, on="ours"), show_ratio=False,
             note=errors[0][:120] if errors else ""),
