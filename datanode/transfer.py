@@ -53,8 +53,11 @@ On the **source**:
 ``SLOTKEEPER EXPORT <ranges> <target-node-id> [BATCH n]``
     Sent by the target's pull connection (the connection is then dedicated to the
     stream). Every slot must belong to this primary's shard and not be migrating to
-    another node. Marks the slots migrating (``migrating[slot] = target``: writes
-    answer ``-TRYAGAIN``, reads are served, reads of missing keys get ``ASK``), then
+    another node. Marks the slots migrating (``migrating[slot] = target``: a write
+    waits, its connection held, until the slot's window ends — then it runs again:
+    ``MOVED`` after a handoff or a new topology, executed here after an abort — or
+    answers ``-TRYAGAIN`` after 1 s; reads are served, reads of missing keys get
+    ``ASK``), then
     a background task writes the stream:
 
     * zero or more RESP bulk strings, each a whole number of entry records of
