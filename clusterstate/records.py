@@ -190,9 +190,17 @@ def _node_dict(node: NodeRecord) -> dict[str, Any]:
     }
 
 
-def served_view(keys: Keys, values: Mapping[str, bytes]) -> Topology:
+#: Migration states after which a record is history: kept in etcd (and the API)
+#: until forgotten, but of no use to a data node.
+FINISHED = frozenset({"DONE", "FAILED", "CANCELLED"})
+
+
+def served_view(keys: Keys, values: Mapping[str, bytes], *, finished: bool = True) -> Topology:
     """The served view from the values of ``epoch``, ``shards/``, ``nodes/`` and
-    ``migrations/`` read at one revision (key → raw value)."""
+    ``migrations/`` read at one revision (key → raw value). With ``finished=False``
+    (the sidecars: the view they push to their data node) finished migrations are
+    left out: a large rebalance leaves a hundred of them in etcd for 15 minutes, and
+    parsing them made up most of the cost of every new view on every node."""
     epoch_raw = values.get(keys.epoch)
     try:
         epoch = int(epoch_raw) if epoch_raw is not None else 0
@@ -206,7 +214,11 @@ def served_view(keys: Keys, values: Mapping[str, bytes]) -> Topology:
         target = {KeyKind.SHARD: "shards", KeyKind.NODE: "nodes",
                   KeyKind.MIGRATION: "migrations"}.get(parsed.kind)
         if target is not None:
-            doc[target].append(_loads(raw, key))
+            record = _loads(raw, key)
+            if not finished and target == "migrations" and isinstance(record, dict) \
+                    and record.get("state") in FINISHED:
+                continue
+            doc[target].append(record)
     try:
         return Topology.from_dict(doc)
     except TopologyError as exc:

@@ -102,7 +102,7 @@ def registry_from_values(keys: Keys, values: Mapping[str, bytes], node_id: str) 
         for k in served
     )
     try:
-        view: Topology | None = served_view(keys, served)
+        view: Topology | None = served_view(keys, served, finished=False)
         error = ""
     except RecordError as exc:
         view, error = None, str(exc)

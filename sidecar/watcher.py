@@ -134,7 +134,7 @@ class RecordsBuilder:
                       if (p := keys.parse(k)) is not None and p.kind in _SERVED}
             has_records = any(k.startswith((keys.shards, keys.nodes)) for k in served)
             try:
-                built = served_view(keys, served)
+                built = served_view(keys, served, finished=False)
                 view = built if (has_records or built.epoch) else None
                 view_error = ""
             except RecordError as exc:

@@ -63,3 +63,25 @@ def test_served_view_from_values() -> None:
     broken[k.shard(t.shards[0].id)] = b"{"
     with pytest.raises(RecordError):
         served_view(k, broken)
+
+
+def test_served_view_without_finished_migrations() -> None:
+    """The sidecars' view (``finished=False``) leaves finished migrations out; the
+    coordinator's keeps every record."""
+    import orjson
+
+    t = static_topology([("127.0.0.1", 7000 + i, 17000 + i) for i in range(2)], 2, 0, epoch=3)
+    k = Keys("demo")
+    values = {k.epoch: b"3"}
+    for sh in t.shards:
+        values[k.shard(sh.id)] = shard_to_json(sh, 3)
+    for n in t.nodes:
+        values[k.node(n.id)] = node_to_json(n, 3)
+    a, b = (sh.id for sh in t.shards)
+    for i, state in enumerate(("PENDING", "RUNNING", "DONE", "FAILED", "CANCELLED")):
+        values[k.migration(f"m{i}")] = orjson.dumps({
+            "id": f"m{i}", "slots": [[i, i]], "from_shard": a, "to_shard": b, "state": state,
+            "keys_moved": 5})
+    assert len(served_view(k, values).migrations) == 5
+    assert sorted(m.state.value for m in served_view(k, values, finished=False).migrations) == [
+        "PENDING", "RUNNING"]
